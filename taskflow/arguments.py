@@ -1,0 +1,122 @@
+"""Validation of task arguments against the coroutine's signature, with pydantic.
+
+The client validates before anything is written (fail fast); the worker validates again
+before the body runs (never trust Redis). The validator is built once per task.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticSerializationError
+
+from .errors import ArgumentError, ConfigurationError, SerializationError
+
+__all__ = ("Signature",)
+
+_P = inspect.Parameter
+
+
+class Signature:
+    """A task's parameters, compiled into one pydantic model.
+
+    ``encode`` turns call arguments into JSON-ready ``(args, kwargs)``; ``decode`` turns
+    stored ``(args, kwargs)`` back into validated Python values ready to call the task with.
+    """
+
+    __slots__ = ("_kinds", "_model", "_names", "_sig", "task_name")
+
+    def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
+        self.task_name = task_name
+        self._sig = inspect.signature(fn)
+        try:
+            hints = get_type_hints(fn, include_extras=True)
+        except Exception as exc:  # unresolvable forward references
+            raise ConfigurationError(
+                f"cannot resolve the type hints of task {task_name!r}: {exc}"
+            ) from exc
+        fields: dict[str, Any] = {}
+        self._kinds: dict[str, inspect._ParameterKind] = {}
+        for index, (name, param) in enumerate(self._sig.parameters.items()):
+            annotation = hints.get(name, Any)
+            if param.kind is _P.VAR_POSITIONAL:
+                annotation = tuple[annotation, ...]  # type: ignore[valid-type]
+            elif param.kind is _P.VAR_KEYWORD:
+                annotation = dict[str, annotation]  # type: ignore[valid-type]
+            default = (
+                ... if param.default is _P.empty and param.kind not in _VARIADIC else param.default
+            )
+            if param.kind in _VARIADIC:
+                default = () if param.kind is _P.VAR_POSITIONAL else {}
+            # field names are positional so parameters called e.g. `schema` cannot clash
+            fields[f"p{index}"] = (annotation, Field(default, alias=name))
+            self._kinds[name] = param.kind
+        self._names = {name: f"p{i}" for i, name in enumerate(self._sig.parameters)}
+        config = ConfigDict(extra="forbid", populate_by_name=False, arbitrary_types_allowed=True)
+        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            f"{task_name}_arguments", __config__=config, **fields
+        )
+
+    def _validate(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> BaseModel:
+        try:
+            bound = self._sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"{self.task_name}(): {exc}") from None
+        try:
+            return self._model.model_validate(bound.arguments)
+        except ValidationError as exc:
+            raise ArgumentError(_describe(self.task_name, exc)) from None
+
+    def encode(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Validate call arguments and return them JSON-ready, split as arq stores them."""
+        model = self._validate(args, kwargs)
+        try:
+            data = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        except PydanticSerializationError as exc:
+            raise SerializationError(f"{self.task_name}(): cannot encode arguments: {exc}") from None
+        return self._split(data)
+
+    def decode(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Validate stored arguments; return Python values to call the coroutine with."""
+        model = self._validate(args, kwargs)
+        data = {name: getattr(model, field) for name, field in self._names.items()}
+        return self._split(data)
+
+    def _split(self, data: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        positional: list[Any] = []
+        keywords: dict[str, Any] = {}
+        for name, value in data.items():
+            kind = self._kinds[name]
+            if kind is _P.POSITIONAL_ONLY:
+                positional.append(value)
+            elif kind is _P.VAR_POSITIONAL:
+                positional.extend(value)
+            elif kind is _P.VAR_KEYWORD:
+                keywords.update(value)
+            else:
+                keywords[name] = value
+        return positional, keywords
+
+
+_VARIADIC = (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
+
+
+def _describe(task: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = [str(p) for p in err["loc"]]
+        where = loc[0] if loc else "?"
+        path = "".join(f"[{p}]" for p in loc[1:])
+        got = repr(err.get("input"))
+        if len(got) > 60:
+            got = got[:57] + "..."
+        parts.append(f"argument {where!r}{path}: {err['msg'].lower()} (got {got})")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return f"{task}(): " + "; ".join(parts) + more

@@ -1,0 +1,176 @@
+"""Frozen settings: connection, limits, retry policy and worker behaviour.
+
+The environment is read in exactly one place, :func:`settings_from_env`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import timedelta
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = (
+    "DEFAULT_REDIS_URL",
+    "Backoff",
+    "Settings",
+    "WorkerSettings",
+    "settings_from_env",
+)
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+_frozen = ConfigDict(frozen=True, extra="forbid")
+
+QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class Backoff(BaseModel):
+    """Exponential backoff with full jitter and a cap.
+
+    The n-th retry waits a uniformly random time in ``[0, min(cap, base * factor**(n-1))]``
+    (or exactly that bound with ``jitter=False``).
+
+    Example::
+
+        taskflow.Backoff(base=1.0, cap=60.0)   # waits up to 1 s, 2 s, 4 s, ... 60 s
+    """
+
+    model_config = _frozen
+
+    base: float = Field(1.0, gt=0, description="Upper bound of the first delay, in seconds.")
+    cap: float = Field(60.0, gt=0, description="Largest delay, in seconds.")
+    factor: float = Field(2.0, ge=1, description="Growth of the bound per retry.")
+    jitter: bool = Field(True, description="Full jitter: draw uniformly below the bound.")
+
+    @model_validator(mode="after")
+    def _cap_covers_base(self) -> Self:
+        if self.cap < self.base:
+            raise ValueError(f"cap ({self.cap!r}) must be >= base ({self.base!r})")
+        return self
+
+    def bound(self, retry: int) -> float:
+        """Largest delay before the ``retry``-th retry (1-based), in seconds."""
+        if retry < 1:
+            raise ValueError(f"retry number must be >= 1, got {retry!r}")
+        # min() before the power would overflow for large retry numbers
+        exponent = min(retry - 1, 64)
+        return float(min(self.cap, self.base * self.factor**exponent))
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Delay before the ``retry``-th retry (1-based), in seconds."""
+        top = self.bound(retry)
+        if not self.jitter:
+            return top
+        return (rng or random).uniform(0.0, top)
+
+
+class WorkerSettings(BaseModel):
+    """How a worker claims, runs, heartbeats and drains."""
+
+    model_config = _frozen
+
+    queues: tuple[QueueName, ...] = Field(
+        ("default",), min_length=1, description="Queues served, by taskflow queue name."
+    )
+    concurrency: int = Field(
+        100, ge=1, le=100_000, description="Jobs running at once, across all served queues."
+    )
+    poll_interval: timedelta = Field(
+        timedelta(milliseconds=50),
+        description="Longest sleep between looks at the queues when they are empty.",
+    )
+    lease: timedelta = Field(
+        timedelta(seconds=10),
+        description="A claimed job's lock lives this long unless its worker's heartbeat renews it; "
+        "a job whose worker died is re-run once it lapses.",
+    )
+    heartbeat_interval: timedelta = Field(
+        timedelta(seconds=2), description="How often the worker renews its heartbeat and leases."
+    )
+    grace_period: timedelta = Field(
+        timedelta(seconds=10),
+        description="On shutdown, how long running jobs may finish before they are put back.",
+    )
+    max_redeliveries: int = Field(
+        3,
+        ge=0,
+        description="Re-runs allowed after a worker died mid-job, beyond the task's own retries.",
+    )
+    reconnect_backoff_cap: timedelta = Field(
+        timedelta(seconds=5), description="Longest wait between reconnection attempts."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Self:
+        if self.heartbeat_interval * 2 > self.lease:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval}) must be at most half of "
+                f"lease ({self.lease}), or leases lapse between heartbeats"
+            )
+        if self.poll_interval <= timedelta(0):
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
+        return self
+
+
+class Settings(BaseModel):
+    """Settings of a :class:`taskflow.TaskFlow` app.
+
+    Build one directly, or let :func:`settings_from_env` fill it from ``TASKFLOW_*`` variables.
+    """
+
+    model_config = _frozen
+
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL,
+        description="redis:// or rediss:// URL (TLS with rediss://), database number in the path.",
+    )
+    embedded: Literal["auto", "never", "always"] = Field(
+        "auto",
+        description="Start a private redis-server (needs the `embedded` extra): `auto` only when "
+        "redis_url is unreachable, `always` regardless, `never` to fail instead.",
+    )
+    default_queue: QueueName = Field("default", description="Queue of tasks that name none.")
+    max_payload_bytes: int = Field(
+        512 * 1024, ge=1024, description="Largest encoded job or result, enforced on both sides."
+    )
+    result_ttl: timedelta = Field(
+        timedelta(days=1), description="How long a finished job's result is kept by default."
+    )
+    job_ttl: timedelta = Field(
+        timedelta(days=1),
+        description="How long a queued job may wait past its scheduled time before it expires.",
+    )
+    connect_timeout: timedelta = Field(
+        timedelta(seconds=5), description="Timeout of one connection attempt."
+    )
+    worker: WorkerSettings = Field(
+        default_factory=WorkerSettings, description="Defaults for workers of this app."
+    )
+
+    @model_validator(mode="after")
+    def _url_scheme(self) -> Self:
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        return self
+
+
+def settings_from_env(base: Settings | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Return ``base`` (or defaults) with values from ``TASKFLOW_REDIS_URL``/``TASKFLOW_EMBEDDED``.
+
+    Values set explicitly on ``base`` win over the environment.
+    """
+    env = os.environ if environ is None else environ
+    settings = base or Settings()
+    updates: dict[str, object] = {}
+    if "redis_url" not in settings.model_fields_set and env.get("TASKFLOW_REDIS_URL"):
+        updates["redis_url"] = env["TASKFLOW_REDIS_URL"]
+    if "embedded" not in settings.model_fields_set and env.get("TASKFLOW_EMBEDDED"):
+        updates["embedded"] = env["TASKFLOW_EMBEDDED"]
+    if not updates:
+        return settings
+    return Settings.model_validate({**settings.model_dump(exclude_unset=True), **updates})

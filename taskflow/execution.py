@@ -1,0 +1,264 @@
+"""Running one claimed job: decode, validate, call the body, decide, write the outcome.
+
+Nothing here raises into the worker: every path ends in exactly one finish-script call
+(done, retry or requeue), retried through Redis outages.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from .connection import CONNECTION_ERRORS
+from .errors import ArgumentError, PayloadTooLarge, Retry, SerializationError
+from .scripts import Claimed, FinishMode
+from .serde import (
+    CorruptPayload,
+    JobPayload,
+    ResultPayload,
+    check_size,
+    corrupt_error,
+    decode_job,
+    encode_exception,
+    encode_result,
+)
+from .task import JobContext, Task, _current, ms_to_datetime, now_ms
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ("Outcome", "Slot", "execute")
+
+logger = logging.getLogger("taskflow.worker")
+
+
+@dataclass(slots=True)
+class Slot:
+    """A running job: its claim, and the cancel scope around its body."""
+
+    claim: Claimed
+    scope: anyio.CancelScope | None = None
+    interrupt: Literal["abort", "drain"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    mode: FinishMode
+    status: str = ""  # for mode "done": succeeded | failed | cancelled
+    value: Any = None
+    delay: float = 0.0  # for mode "retry"
+    retryable: bool = field(default=False, compare=False)
+
+
+def _error(kind: str, message: str) -> dict[str, str]:
+    return {"type": kind, "message": message, "traceback": ""}
+
+
+def _failed(value: dict[str, Any]) -> Outcome:
+    return Outcome("done", "failed", value)
+
+
+async def execute(worker: Worker, slot: Slot) -> None:
+    """Run ``slot``'s job to one outcome and record it."""
+    claim = slot.claim
+    start = now_ms()
+    payload: JobPayload | None = None
+    task: Task[Any, Any] | None = None
+    try:
+        payload, task, outcome = _prepare(worker, claim)
+        if outcome is None:
+            assert payload is not None and task is not None
+            outcome = await _run_body(worker, slot, payload, task)
+    except Exception as exc:  # a bug in taskflow itself must not take the worker down
+        logger.exception("internal error running job %s", claim.job_id)
+        outcome = _failed(encode_exception(exc))
+    await _record(worker, slot, payload, task, outcome, start)
+
+
+def _prepare(
+    worker: Worker, claim: Claimed
+) -> tuple[JobPayload | None, Task[Any, Any] | None, Outcome | None]:
+    if claim.payload is None:
+        return None, None, _failed(_error("taskflow.JobExpired", "job payload expired before it ran"))
+    try:
+        payload = decode_job(claim.payload, worker.app.settings.max_payload_bytes)
+    except CorruptPayload as exc:
+        logger.error("job %s has a corrupt payload: %s", claim.job_id, exc.reason)
+        return None, None, _failed(corrupt_error(exc))
+    if claim.aborted:
+        return payload, None, Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted before it started"))
+    task = worker.app.tasks.get(payload.task)
+    if task is None:
+        known = ", ".join(sorted(worker.app.tasks)) or "none"
+        message = f"no task named {payload.task!r} on this worker; registered: {known}"
+        return payload, None, _failed(_error("taskflow.UnknownTask", message))
+    lost = claim.attempt - 1 - claim.failures
+    if lost > worker.settings.max_redeliveries:
+        message = (
+            f"its worker died during {lost} attempts, over max_redeliveries="
+            f"{worker.settings.max_redeliveries}"
+        )
+        return payload, task, _failed(_error("taskflow.JobLost", message))
+    return payload, task, None
+
+
+async def _run_body(worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]) -> Outcome:
+    claim = slot.claim
+    try:
+        args, kwargs = task.signature.decode(payload.args, payload.kwargs)
+    except ArgumentError as exc:
+        logger.error("job %s rejected: %s", claim.job_id, exc)
+        return _failed(encode_exception(exc))
+    options = task.options
+    context = JobContext(
+        job_id=claim.job_id,
+        task=task.name,
+        queue=claim.queue,
+        attempt=claim.attempt,
+        max_attempts=options.retries + 1,
+        enqueue_time=ms_to_datetime(payload.enqueue_ms),
+        worker_id=worker.id,
+    )
+    token = _current.set(context)
+    outcome: Outcome | None = None
+    try:
+        with anyio.CancelScope() as scope:
+            slot.scope = scope
+            with anyio.move_on_after(options.timeout) as deadline:
+                try:
+                    value = await task.fn(*args, **kwargs)
+                except Retry as exc:
+                    outcome = _retry_or_fail(task, claim, exc, exc.delay)
+                except Exception as exc:
+                    retryable = isinstance(exc, options.retry_on)
+                    outcome = _retry_or_fail(task, claim, exc, None) if retryable else _failed(
+                        encode_exception(exc)
+                    )
+                else:
+                    outcome = Outcome("done", "succeeded", value)
+            if deadline.cancelled_caught and outcome is None:
+                timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
+                outcome = (
+                    _retry_or_fail(task, claim, timeout, None)
+                    if isinstance(timeout, options.retry_on)
+                    else _failed(encode_exception(timeout))
+                )
+    finally:
+        slot.scope = None
+        _current.reset(token)
+    if outcome is not None and not (scope.cancelled_caught and outcome.status == "succeeded"):
+        return outcome
+    if slot.interrupt == "abort":
+        return Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted while running"))
+    return Outcome("requeue")
+
+
+def _retry_or_fail(
+    task: Task[Any, Any], claim: Claimed, exc: BaseException, delay: float | None
+) -> Outcome:
+    failures = claim.failures + 1
+    if failures <= task.options.retries:
+        wait = delay if delay is not None else task.options.backoff.delay(failures)
+        return Outcome("retry", delay=wait, value=exc)
+    error = encode_exception(exc)
+    if task.options.retries:
+        error["message"] += f" (after {failures} failed attempts)"
+    return _failed(error)
+
+
+async def _record(
+    worker: Worker,
+    slot: Slot,
+    payload: JobPayload | None,
+    task: Task[Any, Any] | None,
+    outcome: Outcome,
+    start: int,
+) -> None:
+    claim = slot.claim
+    finish = now_ms()
+    result = b""
+    ttl = -1
+    score = finish
+    if outcome.mode == "done":
+        result, ttl = _encode(worker, claim, payload, task, outcome, start, finish)
+    elif outcome.mode == "retry":
+        score = finish + int(outcome.delay * 1000)
+        logger.info(
+            "job %s (%s) attempt %d failed, retrying in %.2fs: %r",
+            claim.job_id, payload.task if payload else "?", claim.attempt, outcome.delay, outcome.value,
+        )
+    worker.note_outcome(outcome)
+    await finish_job(worker, claim, outcome.mode, result, ttl, score)
+
+
+def _encode(
+    worker: Worker,
+    claim: Claimed,
+    payload: JobPayload | None,
+    task: Task[Any, Any] | None,
+    outcome: Outcome,
+    start: int,
+    finish: int,
+) -> tuple[bytes, int]:
+    settings = worker.app.settings
+    ttl_td = task.options.result_ttl if task is not None else settings.result_ttl
+    ttl = int(ttl_td.total_seconds() * 1000)
+    if ttl == 0:
+        return b"", -1
+    record = ResultPayload(
+        job_id=claim.job_id,
+        task=payload.task if payload else "",
+        status=outcome.status,
+        value=outcome.value,
+        attempt=claim.attempt,
+        enqueue_ms=payload.enqueue_ms if payload else 0,
+        start_ms=start,
+        finish_ms=finish,
+        queue=claim.queue,
+        worker=worker.id,
+    )
+    args = payload.args if payload else []
+    kwargs = payload.kwargs if payload else {}
+    try:
+        data = encode_result(record, args, kwargs)
+        return check_size(f"result of job {claim.job_id!r}", data, settings.max_payload_bytes), ttl
+    except (SerializationError, PayloadTooLarge) as exc:
+        logger.error("job %s: result not stored: %s", claim.job_id, exc)
+        failed = ResultPayload(
+            **{
+                **{f: getattr(record, f) for f in record.__dataclass_fields__},
+                "status": "failed",
+                "value": _error("taskflow.ResultNotEncodable", str(exc)),
+            }
+        )
+        return encode_result(failed, [], {}), ttl
+
+
+async def finish_job(
+    worker: Worker, claim: Claimed, mode: FinishMode, result: bytes, ttl: int, score: int
+) -> None:
+    """Call the finish script until Redis answers; shielded, so a drain cannot lose it."""
+    delay = 0.05
+    cap = worker.settings.reconnect_backoff_cap.total_seconds()
+    with anyio.CancelScope(shield=True):
+        while not worker.abandon_finishes:
+            try:
+                reply = await worker.app.scripts.finish(
+                    claim.job_id, claim.queue, worker.id, mode,
+                    result=result, result_ttl_ms=ttl, score_ms=score,
+                )
+                break
+            except CONNECTION_ERRORS as exc:
+                logger.warning("finishing job %s: Redis unreachable (%s), retrying", claim.job_id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, cap)
+        else:
+            return
+    if reply == 0:
+        logger.warning(
+            "job %s: claim lost (lease lapsed); its outcome is dropped and another worker re-runs it",
+            claim.job_id,
+        )

@@ -1,0 +1,35 @@
+-- End one attempt of a claimed job, only if the caller still holds the claim.
+-- KEYS: 1 in-progress, 2 job, 3 retry counter, 4 result, 5 queue, 6 abort set, 7 failures
+-- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 result payload,
+--       5 result ttl ms (0 keeps forever, negative stores none), 6 score for retry/requeue
+-- Returns 1 when applied, 2 when the job already has a result (a repeated call),
+-- 0 when the claim was lost (lease lapsed and another worker took the job).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
+  return 0
+end
+local mode = ARGV[2]
+if mode == 'done' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[7])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  local ttl = tonumber(ARGV[5])
+  if ttl > 0 then
+    redis.call('SET', KEYS[4], ARGV[4], 'PX', ttl)
+  elseif ttl == 0 then
+    redis.call('SET', KEYS[4], ARGV[4])
+  end
+elseif mode == 'retry' then
+  redis.call('DEL', KEYS[1])
+  redis.call('INCR', KEYS[7])
+  redis.call('EXPIRE', KEYS[7], 88400)
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+elseif mode == 'requeue' then
+  -- an interrupted attempt does not count: give the attempt number back
+  redis.call('DEL', KEYS[1])
+  if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+else
+  return redis.error_reply('unknown finish mode ' .. mode)
+end
+return 1

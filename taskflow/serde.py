@@ -1,0 +1,236 @@
+"""The wire format: orjson on arq's job and result layout. No pickle anywhere.
+
+A job payload is the JSON object ``{"t": try, "f": task, "a": [args], "k": {kwargs},
+"et": enqueue_ms}``, byte for byte what arq writes with a JSON serializer, so a plain arq
+client configured with :func:`arq_serializer` reaches a taskflow worker and the reverse.
+Results add arq's ``s``/``r``/``st``/``ft``/``q``/``id`` and taskflow's ``status`` and ``w``.
+Exceptions travel as ``{"type", "message", "traceback"}`` data.
+"""
+
+from __future__ import annotations
+
+import base64
+import traceback
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel
+
+from .errors import PayloadTooLarge, SerializationError
+
+__all__ = (
+    "RAW_KEEP_BYTES",
+    "CorruptPayload",
+    "JobPayload",
+    "ResultPayload",
+    "arq_deserializer",
+    "arq_serializer",
+    "check_size",
+    "corrupt_error",
+    "decode_job",
+    "decode_result",
+    "dumps",
+    "encode_exception",
+    "encode_job",
+    "encode_result",
+    "loads",
+)
+
+RAW_KEEP_BYTES: Final = 1024
+"""How much of an undecodable payload is kept (base64) in its failure record."""
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, BaseException):
+        return encode_exception(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"type {type(value).__name__!r} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """Encode ``value`` as JSON bytes.
+
+    Besides JSON types, accepts tuples, sets, datetimes, UUIDs, enums, dataclasses and
+    pydantic models. Raises :class:`SerializationError` naming the offending type.
+    """
+    try:
+        return orjson.dumps(value, default=_default)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise SerializationError(f"cannot encode value as JSON: {exc}") from None
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON bytes; raises :class:`SerializationError` for anything that is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationError(f"not JSON: {exc}") from None
+
+
+def arq_serializer(value: dict[str, Any]) -> bytes:
+    """``job_serializer`` for plain arq clients and workers that talk to taskflow."""
+    return dumps(value)
+
+
+def arq_deserializer(data: bytes) -> dict[str, Any]:
+    """``job_deserializer`` for plain arq clients and workers that talk to taskflow."""
+    value = loads(data)
+    if not isinstance(value, dict):
+        raise SerializationError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_size(what: str, data: bytes, limit: int) -> bytes:
+    """Return ``data`` unchanged, or raise :class:`PayloadTooLarge` if over ``limit``."""
+    if len(data) > limit:
+        raise PayloadTooLarge(what, len(data), limit)
+    return data
+
+
+def encode_exception(exc: BaseException) -> dict[str, str]:
+    """An exception as data: qualified type name, message and formatted traceback."""
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    return {
+        "type": name,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPayload:
+    """A decoded job: what arq calls ``JobDef``."""
+
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    job_try: int | None
+    enqueue_ms: int
+
+
+class CorruptPayload(SerializationError):
+    """A stored job or result could not be decoded; ``raw`` keeps its first bytes."""
+
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+def encode_job(payload: JobPayload, limit: int) -> bytes:
+    data = dumps(
+        {
+            "t": payload.job_try,
+            "f": payload.task,
+            "a": payload.args,
+            "k": payload.kwargs,
+            "et": payload.enqueue_ms,
+        }
+    )
+    return check_size(f"job payload of {payload.task!r}", data, limit)
+
+
+def decode_job(raw: bytes, limit: int) -> JobPayload:
+    """Decode a job; raises :class:`CorruptPayload` for anything but a well-formed JSON job."""
+    if len(raw) > limit:
+        raise CorruptPayload(f"job payload is {len(raw)} bytes, over the {limit}-byte cap", raw)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptPayload("job payload is not JSON (pickle or other binary data?)", raw) from None
+    if not isinstance(data, dict):
+        raise CorruptPayload(f"job payload is a JSON {type(data).__name__}, not an object", raw)
+    task, args, kwargs = data.get("f"), data.get("a", []), data.get("k", {})
+    job_try, enqueue_ms = data.get("t"), data.get("et", 0)
+    if not isinstance(task, str):
+        raise CorruptPayload("job payload has no task name ('f')", raw)
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise CorruptPayload("job payload's 'a' must be a list and 'k' an object", raw)
+    if not isinstance(enqueue_ms, int) or not (job_try is None or isinstance(job_try, int)):
+        raise CorruptPayload("job payload's 'et' and 't' must be integers", raw)
+    return JobPayload(task, args, kwargs, job_try, enqueue_ms)
+
+
+def corrupt_error(exc: CorruptPayload) -> dict[str, Any]:
+    """The failure record of an undecodable payload, raw bytes kept truncated."""
+    return {
+        "type": "taskflow.CorruptPayload",
+        "message": exc.reason,
+        "traceback": "",
+        "raw_size": len(exc.raw),
+        "raw_b64": base64.b64encode(exc.raw[:RAW_KEEP_BYTES]).decode("ascii"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPayload:
+    """A finished job as stored in ``arq:result:<id>``."""
+
+    job_id: str
+    task: str
+    status: str  # succeeded | failed | cancelled
+    value: Any  # the return value, or the error dict when not succeeded
+    attempt: int
+    enqueue_ms: int
+    start_ms: int
+    finish_ms: int
+    queue: str
+    worker: str | None
+
+    @property
+    def success(self) -> bool:
+        return self.status == "succeeded"
+
+
+def encode_result(r: ResultPayload, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    """Encode a result in arq's layout; raises SerializationError if the value cannot be."""
+    return dumps(
+        {
+            "t": r.attempt,
+            "f": r.task,
+            "a": args,
+            "k": kwargs,
+            "et": r.enqueue_ms,
+            "s": r.success,
+            "r": r.value,
+            "st": r.start_ms,
+            "ft": r.finish_ms,
+            "q": r.queue,
+            "id": r.job_id,
+            "status": r.status,
+            "w": r.worker,
+        }
+    )
+
+
+def decode_result(raw: bytes, job_id: str) -> ResultPayload:
+    """Decode a result written by taskflow or by a plain arq worker using :func:`arq_serializer`."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptPayload(f"result of job {job_id!r} is not JSON", raw) from None
+    if not isinstance(data, dict) or "s" not in data:
+        raise CorruptPayload(f"result of job {job_id!r} is not an arq result object", raw)
+    success = bool(data["s"])
+    value = data.get("r")
+    status = data.get("status") or ("succeeded" if success else "failed")
+    if not success and not isinstance(value, dict):
+        value = {"type": "Exception", "message": str(value), "traceback": ""}
+    return ResultPayload(
+        job_id=str(data.get("id") or job_id),
+        task=str(data.get("f", "")),
+        status=str(status),
+        value=value,
+        attempt=int(data.get("t") or 1),
+        enqueue_ms=int(data.get("et") or 0),
+        start_ms=int(data.get("st") or 0),
+        finish_ms=int(data.get("ft") or 0),
+        queue=str(data.get("q", "")),
+        worker=data.get("w"),
+    )

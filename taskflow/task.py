@@ -1,0 +1,227 @@
+"""Tasks, job handles, job states and the running job's context."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+
+import anyio
+
+from . import keys
+from .arguments import Signature
+from .config import Backoff
+from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed
+from .serde import ResultPayload, decode_result
+
+if TYPE_CHECKING:
+    from .app import TaskFlow
+
+__all__ = (
+    "JobContext",
+    "JobHandle",
+    "JobStatus",
+    "Task",
+    "TaskOptions",
+    "current_job",
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life. The last four are final."""
+
+    DEFERRED = "deferred"  #: queued, its scheduled time not reached
+    QUEUED = "queued"  #: ready, waiting for a worker
+    RUNNING = "running"  #: claimed by a worker
+    RETRYING = "retrying"  #: an attempt failed; waiting to run again
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"  #: never enqueued, or its result expired
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a running task can know about its job; see :func:`current_job`."""
+
+    job_id: str
+    task: str
+    queue: str
+    attempt: int  #: 1 on the first run; counts retries and re-runs after a lost worker
+    max_attempts: int
+    enqueue_time: datetime
+    worker_id: str
+
+
+_current: ContextVar[JobContext] = ContextVar("taskflow_current_job")
+
+
+def current_job() -> JobContext:
+    """The context of the job whose body is running in this task.
+
+    Raises :class:`LifecycleError` outside a task body run by a worker.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise LifecycleError("current_job() called outside a task run by a taskflow worker") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task is queued, retried and kept. Built by ``@app.task``."""
+
+    name: str
+    queue: str
+    retries: int
+    backoff: Backoff
+    retry_on: tuple[type[BaseException], ...]
+    timeout: float | None
+    result_ttl: timedelta
+
+
+class Task(Generic[P, R]):
+    """A registered coroutine. Call ``enqueue`` to run it on a worker.
+
+    ``await task(...)`` runs the body in-process, with no Redis and no validation.
+    """
+
+    def __init__(
+        self, app: TaskFlow, fn: Callable[P, Awaitable[R]], options: TaskOptions
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.signature = Signature(fn, options.name)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue!r}>"
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.fn(*args, **kwargs)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Validate the arguments and enqueue a job; return its handle.
+
+        Keyword arguments starting with ``_`` are options, not task arguments:
+        ``_delay`` (seconds or timedelta), ``_defer_until`` (aware datetime),
+        ``_job_id`` (dedupe: enqueuing an id that exists enqueues nothing and returns
+        a handle with ``enqueued=False``), ``_queue`` (override the task's queue).
+
+        Raises :class:`ArgumentError` (nothing written) or :class:`PayloadTooLarge`.
+        """
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
+        handle = await self.app.enqueue_task(self, args, dict(kwargs), **options)
+        return cast("JobHandle[R]", handle)
+
+
+class JobHandle(Generic[R]):
+    """A reference to one job, usable from any process with the same app."""
+
+    __slots__ = ("app", "enqueued", "job_id", "queue", "task")
+
+    def __init__(
+        self, app: TaskFlow, job_id: str, task: str, queue: str, *, enqueued: bool = True
+    ) -> None:
+        self.app = app
+        self.job_id = job_id
+        self.task = task
+        self.queue = queue
+        self.enqueued = enqueued
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id} {self.task} queue={self.queue!r}>"
+
+    async def _fetch(self) -> tuple[bytes | None, bool, float | None, int, bool]:
+        async with self.app.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.result(self.job_id))
+            pipe.exists(keys.in_progress(self.job_id))
+            pipe.zscore(keys.queue(self.queue), self.job_id)
+            pipe.get(keys.failures(self.job_id))
+            pipe.exists(keys.job(self.job_id))
+            raw, running, score, failures, exists = await pipe.execute()
+        return raw, bool(running), score, int(failures or 0), bool(exists)
+
+    async def info(self) -> ResultPayload | None:
+        """The stored result record, or None while the job has not finished."""
+        raw = await self.app.redis.get(keys.result(self.job_id))
+        return None if raw is None else decode_result(raw, self.job_id)
+
+    async def status(self) -> JobStatus:
+        """The job's current state."""
+        raw, running, score, failures, exists = await self._fetch()
+        if raw is not None:
+            return JobStatus(decode_result(raw, self.job_id).status)
+        if running:
+            return JobStatus.RUNNING
+        if score is None and not exists:
+            return JobStatus.NOT_FOUND
+        if failures:
+            return JobStatus.RETRYING
+        if score is not None and score > time.time() * 1000:
+            return JobStatus.DEFERRED
+        return JobStatus.QUEUED
+
+    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.05) -> R:
+        """Wait for the job to finish and return its value.
+
+        Raises :class:`TaskFailed` (failed or cancelled; the remote error as data),
+        :class:`ResultTimeout` after ``timeout`` seconds, :class:`JobNotFound`.
+        """
+        delay = 0.001
+        with anyio.move_on_after(timeout) as scope:
+            while True:
+                raw, running, score, _, exists = await self._fetch()
+                if raw is not None:
+                    record = decode_result(raw, self.job_id)
+                    if record.success:
+                        return cast("R", record.value)
+                    raise TaskFailed(self.job_id, record.task, record.value, record.status)
+                if not running and score is None and not exists:
+                    raise JobNotFound(self.job_id)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, poll_interval)
+        assert scope.cancel_called
+        raise ResultTimeout(self.job_id, timeout or 0.0)
+
+    async def abort(self, timeout: float = 5.0) -> bool:
+        """Cancel the job: a queued one at once, a running one by its worker.
+
+        Returns True when the job ended cancelled within ``timeout`` seconds, False if it had
+        already finished or its worker did not cancel it in time.
+        """
+        outcome = await self.app.abort_job(self.job_id, self.task, self.queue)
+        if outcome == 1:
+            return True
+        if outcome == 0:
+            return False
+        if outcome == -1:
+            raise JobNotFound(self.job_id)
+        with anyio.move_on_after(timeout):
+            while True:
+                if (status := await self.status()).finished:
+                    return status is JobStatus.CANCELLED
+                await anyio.sleep(0.02)
+        return False
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -1,0 +1,266 @@
+"""The worker: one anyio task group owning the job loop and its sibling coroutines.
+
+Jobs are claimed in batches with one script call across every served queue, following
+arq's lock protocol, and run under one concurrency limit. Siblings (heartbeat, abort
+watcher, and later collectors, alert evaluators, schedules) are children of the same task
+group; a feature adds one by implementing :class:`Sibling`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections import Counter
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from . import keys
+from .config import WorkerSettings
+from .connection import CONNECTION_ERRORS
+from .errors import LifecycleError
+from .execution import Outcome, Slot, execute
+from .heartbeat import AbortWatcher, Heartbeat
+from .task import now_ms
+
+if TYPE_CHECKING:
+    from .app import TaskFlow
+
+__all__ = ("Sibling", "Worker")
+
+logger = logging.getLogger("taskflow.worker")
+
+
+@runtime_checkable
+class Sibling(Protocol):
+    """A coroutine that lives beside the job loop for the worker's whole life.
+
+    ``run`` calls ``task_status.started()`` once ready, then loops until cancelled.
+    It must survive Redis outages itself (catch, log, back off); an exception escaping
+    ``run`` stops the worker.
+    """
+
+    name: str
+
+    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None: ...
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Worker:
+    """Runs jobs from one or more queues. Build it with :meth:`TaskFlow.worker`.
+
+    Use ``async with app.worker(...):`` to run it in the background of the current task
+    (leaving the block drains it), or ``await worker.run()`` to run until SIGTERM/SIGINT.
+    """
+
+    def __init__(
+        self, app: TaskFlow, settings: WorkerSettings, *, siblings: tuple[Sibling, ...] | list[Sibling] = ()
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.queues = list(settings.queues)
+        self.siblings: list[Sibling] = [Heartbeat(), AbortWatcher(), *siblings]
+        self.running: dict[str, Slot] = {}
+        self.counts: Counter[str] = Counter()
+        self.started_ms = 0
+        self.abandon_finishes = False
+        self._state = _State.NEW
+        self._stop = anyio.Event()
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._loop_done = anyio.Event()
+        self._jobs: TaskGroup | None = None
+        self._outer: TaskGroup | None = None
+        self._owns_app = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queues={self.queues} concurrency={self.settings.concurrency}>"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`, then drain. Signals ``task_status`` once claiming."""
+        if self._state is not _State.NEW:
+            raise LifecycleError(f"worker {self.id} is {self._state.value}; build a new one with app.worker()")
+        self._state = _State.RUNNING
+        self.started_ms = now_ms()
+        self.app.redis  # noqa: B018 - raises LifecycleError early if the app is not open
+        try:
+            async with anyio.create_task_group() as outer:
+                for sibling in self.siblings:
+                    await outer.start(sibling.run, self)
+                async with anyio.create_task_group() as jobs:
+                    self._jobs = jobs
+                    jobs.start_soon(self._job_loop)
+                    logger.info("worker %s serving %s, concurrency %d", self.id, self.queues,
+                                self.settings.concurrency)
+                    task_status.started(self)
+                    await self._stop.wait()
+                    await self._drain()
+                outer.cancel_scope.cancel()
+        finally:
+            self._state = _State.STOPPED
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self._deregister()
+            logger.info("worker %s stopped: %s", self.id, dict(self.counts))
+
+    def stop(self) -> None:
+        """Ask the worker to drain and stop; returns at once."""
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT (a second signal skips the grace period)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            await self.serve()
+            tg.cancel_scope.cancel()
+
+    async def __aenter__(self) -> Worker:
+        if not self.app.is_open:
+            await self.app.__aenter__()
+            self._owns_app = True
+        self._outer = anyio.create_task_group()
+        await self._outer.__aenter__()
+        try:
+            await self._outer.start(self.serve)
+        except BaseException as exc:
+            await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        assert self._outer is not None
+        try:
+            await self._outer.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._owns_app:
+                await self.app.aclose()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self._stop.is_set():
+                    logger.warning("second %s: skipping the grace period", signal.Signals(signum).name)
+                    self._interrupt_all("drain")
+                else:
+                    logger.info("%s: draining", signal.Signals(signum).name)
+                    self.stop()
+
+    # -- the job loop ---------------------------------------------------------------------
+
+    async def _job_loop(self) -> None:
+        lease_ms = int(self.settings.lease.total_seconds() * 1000)
+        poll = self.settings.poll_interval.total_seconds()
+        cap = self.settings.reconnect_backoff_cap.total_seconds()
+        order = list(self.queues)
+        try:
+            await self._claim_until_stopped(order, lease_ms, poll, cap)
+        finally:
+            self._loop_done.set()
+
+    async def _claim_until_stopped(
+        self, order: list[str], lease_ms: int, poll: float, cap: float
+    ) -> None:
+        backoff = 0.05
+        outage = False
+        while not self._stop.is_set():
+            free = self.settings.concurrency - len(self.running)
+            if free <= 0:
+                await self._sleep(None)
+                continue
+            try:
+                claimed = await self.app.scripts.claim(order, now_ms(), free, self.id, lease_ms)
+            except CONNECTION_ERRORS as exc:
+                if not outage:
+                    logger.warning("Redis unreachable (%s); retrying with backoff up to %gs", exc, cap)
+                outage = True
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, cap)
+                continue
+            if outage:
+                logger.info("Redis reachable again; claiming resumed")
+                outage, backoff = False, 0.05
+            order.append(order.pop(0))  # rotate, so no queue starves the others
+            for claim in claimed:
+                slot = Slot(claim)
+                self.running[claim.job_id] = slot
+                self._idle = anyio.Event()
+                assert self._jobs is not None
+                self._jobs.start_soon(self._run_slot, slot, name=f"job {claim.job_id}")
+            if len(claimed) < free:
+                await self._sleep(poll)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _run_slot(self, slot: Slot) -> None:
+        try:
+            await execute(self, slot)
+        finally:
+            del self.running[slot.claim.job_id]
+            self._wake.set()
+            if not self.running:
+                self._idle.set()
+
+    def note_outcome(self, outcome: Outcome) -> None:
+        self.counts[outcome.status or outcome.mode] += 1
+
+    # -- interruption and shutdown --------------------------------------------------------
+
+    def interrupt(self, job_id: str, reason: str) -> bool:
+        """Cancel a running job's body; ``reason`` is "abort" or "drain"."""
+        slot = self.running.get(job_id)
+        if slot is None or slot.scope is None:
+            return False
+        slot.interrupt = "abort" if reason == "abort" else "drain"
+        slot.scope.cancel()
+        return True
+
+    def _interrupt_all(self, reason: str) -> None:
+        for job_id in list(self.running):
+            self.interrupt(job_id, reason)
+
+    async def _drain(self) -> None:
+        await self._loop_done.wait()
+        if not self.running:
+            return
+        grace = self.settings.grace_period.total_seconds()
+        logger.info("draining: %d jobs running, grace period %gs", len(self.running), grace)
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        if self.running:
+            logger.warning("grace period over: requeueing %d running jobs", len(self.running))
+            self._interrupt_all("drain")
+            with anyio.move_on_after(grace + 5):
+                await self._idle.wait()
+        if self.running:
+            # Redis is unreachable: stop retrying; the leases lapse and other workers re-run them
+            self.abandon_finishes = True
+            logger.error("abandoning %d jobs; they run again once their leases lapse", len(self.running))
+
+    async def _deregister(self) -> None:
+        try:
+            async with self.app.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.worker(self.id))
+                pipe.zrem(keys.WORKERS, self.id)
+                await pipe.execute()
+        except (*CONNECTION_ERRORS, LifecycleError) as exc:
+            logger.warning("could not remove heartbeat of %s: %s", self.id, exc)
