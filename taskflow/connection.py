@@ -57,6 +57,8 @@ def _client(url: str, settings: Settings, pool_size: int) -> ArqRedis:
         # one transparent retry after a dropped connection; callers handle longer outages
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.01), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # names the connections in CLIENT LIST, so an operator can tell processes apart
+        client_name=f"taskflow-{socket.gethostname()}-{os.getpid()}",
     )
     return ArqRedis(
         pool,

@@ -1,0 +1,67 @@
+"""Shared fixtures. Every test that touches Redis talks to a real server.
+
+Isolation: arq's key prefixes are fixed, so each test gets its own queue names (and job ids
+are random); nothing is flushed. Set TASKFLOW_TEST_REDIS_URL to use another server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+import taskflow
+
+REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# fast settings for tests: short polls, short leases, short grace
+FAST_WORKER = taskflow.WorkerSettings(
+    poll_interval=timedelta(milliseconds=10),
+    lease=timedelta(seconds=2),
+    heartbeat_interval=timedelta(milliseconds=500),
+    grace_period=timedelta(seconds=2),
+)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue name no other test uses."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_app(queue_name: str) -> Iterator[type[taskflow.TaskFlow]]:
+    """Build unopened apps on the test Redis whose default queue is this test's."""
+
+    def factory(**settings: object) -> taskflow.TaskFlow:
+        base = {"redis_url": REDIS_URL, "embedded": "never", "default_queue": queue_name,
+                "worker": FAST_WORKER, **settings}
+        return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base))
+
+    yield factory  # type: ignore[misc]
+
+
+@pytest.fixture
+def app(make_app: type[taskflow.TaskFlow]) -> taskflow.TaskFlow:
+    """An unopened app; tests register tasks on it, then `async with app:`."""
+    return make_app()
+
+
+@pytest_asyncio.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """A raw client on the test server, for looking at keys directly."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
