@@ -86,6 +86,8 @@ class TaskFlow:
     @overload
     def task(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -125,7 +127,8 @@ class TaskFlow:
             options = self._options(f, name, queue, retries, backoff, retry_on, timeout, result_ttl)
             if options.name in self._tasks:
                 raise ConfigurationError(
-                    f"task name {options.name!r} is already registered; pass name= to tell them apart"
+                    f"task name {options.name!r} is already registered; "
+                    "pass name= to tell them apart"
                 )
             task = Task(self, f, options)
             self._tasks[options.name] = task
@@ -154,17 +157,23 @@ class TaskFlow:
         if not isinstance(retry_on, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
         ):
-            raise ConfigurationError(f"retry_on must be a tuple of exception types, got {retry_on!r}")
+            raise ConfigurationError(
+                f"retry_on must be a tuple of exception types, got {retry_on!r}"
+            )
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if seconds is not None and seconds <= 0:
             raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
         ttl = (
             self.settings.result_ttl
             if result_ttl is None
-            else result_ttl if isinstance(result_ttl, timedelta) else timedelta(seconds=result_ttl)
+            else result_ttl
+            if isinstance(result_ttl, timedelta)
+            else timedelta(seconds=result_ttl)
         )
         if ttl < timedelta(0):
-            raise ConfigurationError(f"result_ttl must be >= 0 (0 keeps no result), got {result_ttl!r}")
+            raise ConfigurationError(
+                f"result_ttl must be >= 0 (0 keeps no result), got {result_ttl!r}"
+            )
         queue_name = queue or self.settings.default_queue
         try:
             _QUEUE_NAME.validate_python(queue_name)
@@ -219,7 +228,10 @@ class TaskFlow:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -242,7 +254,8 @@ class TaskFlow:
         """The open client; raises :class:`LifecycleError` unless inside ``async with app``."""
         if self._redis is None:
             raise LifecycleError(
-                f"the TaskFlow app is {self._state.value}; use `async with app:` before talking to Redis"
+                f"the TaskFlow app is {self._state.value}; "
+                "use `async with app:` before talking to Redis"
             )
         return self._redis  # type: ignore[return-value]
 
@@ -294,7 +307,11 @@ class TaskFlow:
             job_id=job_id,
             task=task,
             status="cancelled",
-            value={"type": "taskflow.Aborted", "message": "aborted before it started", "traceback": ""},
+            value={
+                "type": "taskflow.Aborted",
+                "message": "aborted before it started",
+                "traceback": "",
+            },
             attempt=0,
             enqueue_ms=0,
             start_ms=now,

@@ -56,7 +56,7 @@ class Signature:
             self._kinds[name] = param.kind
         self._names = {name: f"p{i}" for i, name in enumerate(self._sig.parameters)}
         config = ConfigDict(extra="forbid", populate_by_name=False, arbitrary_types_allowed=True)
-        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        self._model: type[BaseModel] = create_model(
             f"{task_name}_arguments", __config__=config, **fields
         )
 
@@ -78,12 +78,12 @@ class Signature:
         try:
             data = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except PydanticSerializationError as exc:
-            raise SerializationError(f"{self.task_name}(): cannot encode arguments: {exc}") from None
+            raise SerializationError(
+                f"{self.task_name}(): cannot encode arguments: {exc}"
+            ) from None
         return self._split(data)
 
-    def decode(
-        self, args: list[Any], kwargs: dict[str, Any]
-    ) -> tuple[list[Any], dict[str, Any]]:
+    def decode(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Validate stored arguments; return Python values to call the coroutine with."""
         model = self._validate(args, kwargs)
         data = {name: getattr(model, field) for name, field in self._names.items()}

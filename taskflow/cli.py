@@ -37,9 +37,7 @@ def load_app(path: str) -> TaskFlow:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
     app = getattr(module, attr, None)
     if not isinstance(app, TaskFlow):
-        raise ConfigurationError(
-            f"{path!r} is {type(app).__name__}, not a taskflow.TaskFlow app"
-        )
+        raise ConfigurationError(f"{path!r} is {type(app).__name__}, not a taskflow.TaskFlow app")
     return app
 
 
@@ -51,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
     worker.add_argument("app", help="module:attribute of the TaskFlow app")
     worker.add_argument(
-        "--queue", "-q", action="append", dest="queues",
+        "--queue",
+        "-q",
+        action="append",
+        dest="queues",
         help="queue to serve; repeat for several (default: every queue the app's tasks use)",
     )
     worker.add_argument("--concurrency", "-c", type=int, help="jobs at once (default 100)")
@@ -61,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="exit 0 only if a live worker serves each queue")
     check.add_argument("app", help="module:attribute of the TaskFlow app")
     check.add_argument(
-        "--queue", "-q", action="append", dest="queues",
+        "--queue",
+        "-q",
+        action="append",
+        dest="queues",
         help="queue to check; repeat for several (default: every queue the app's tasks use)",
     )
     return parser

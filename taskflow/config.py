@@ -159,7 +159,9 @@ class Settings(BaseModel):
         return self
 
 
-def settings_from_env(base: Settings | None = None, environ: dict[str, str] | None = None) -> Settings:
+def settings_from_env(
+    base: Settings | None = None, environ: dict[str, str] | None = None
+) -> Settings:
     """Return ``base`` (or defaults) with values from ``TASKFLOW_REDIS_URL``/``TASKFLOW_EMBEDDED``.
 
     Values set explicitly on ``base`` win over the environment.

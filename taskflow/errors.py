@@ -13,7 +13,7 @@ Hierarchy::
     │   ├── UnknownTask               no task registered under that name
     │   └── JobNotFound               no job, result or queue entry under that id
     ├── ExecutionError
-    │   ├── TaskFailed                the job ended failed or cancelled; carries the remote error as data
+    │   ├── TaskFailed                the job failed or was cancelled; the remote error as data
     │   └── ResultTimeout (+TimeoutError)  the result did not arrive in time
     └── LifecycleError (+RuntimeError)    used before opening, after closing, or opened twice
 
@@ -106,7 +106,9 @@ class TaskFailed(ExecutionError):
     ``error_message`` and ``traceback`` are plain strings.
     """
 
-    def __init__(self, job_id: str, task: str, error: dict[str, Any], status: str = "failed") -> None:
+    def __init__(
+        self, job_id: str, task: str, error: dict[str, Any], status: str = "failed"
+    ) -> None:
         self.job_id = job_id
         self.task = task
         self.status = status

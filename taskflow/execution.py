@@ -82,14 +82,22 @@ def _prepare(
     worker: Worker, claim: Claimed
 ) -> tuple[JobPayload | None, Task[Any, Any] | None, Outcome | None]:
     if claim.payload is None:
-        return None, None, _failed(_error("taskflow.JobExpired", "job payload expired before it ran"))
+        return (
+            None,
+            None,
+            _failed(_error("taskflow.JobExpired", "job payload expired before it ran")),
+        )
     try:
         payload = decode_job(claim.payload, worker.app.settings.max_payload_bytes)
     except CorruptPayload as exc:
         logger.error("job %s has a corrupt payload: %s", claim.job_id, exc.reason)
         return None, None, _failed(corrupt_error(exc))
     if claim.aborted:
-        return payload, None, Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted before it started"))
+        return (
+            payload,
+            None,
+            Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted before it started")),
+        )
     task = worker.app.tasks.get(payload.task)
     if task is None:
         known = ", ".join(sorted(worker.app.tasks)) or "none"
@@ -105,7 +113,9 @@ def _prepare(
     return payload, task, None
 
 
-async def _run_body(worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]) -> Outcome:
+async def _run_body(
+    worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]
+) -> Outcome:
     claim = slot.claim
     try:
         args, kwargs = task.signature.decode(payload.args, payload.kwargs)
@@ -134,8 +144,10 @@ async def _run_body(worker: Worker, slot: Slot, payload: JobPayload, task: Task[
                     outcome = _retry_or_fail(task, claim, exc, exc.delay)
                 except Exception as exc:
                     retryable = isinstance(exc, options.retry_on)
-                    outcome = _retry_or_fail(task, claim, exc, None) if retryable else _failed(
-                        encode_exception(exc)
+                    outcome = (
+                        _retry_or_fail(task, claim, exc, None)
+                        if retryable
+                        else _failed(encode_exception(exc))
                     )
                 else:
                     outcome = Outcome("done", "succeeded", value)
@@ -188,7 +200,11 @@ async def _record(
         score = finish + int(outcome.delay * 1000)
         logger.info(
             "job %s (%s) attempt %d failed, retrying in %.2fs: %r",
-            claim.job_id, payload.task if payload else "?", claim.attempt, outcome.delay, outcome.value,
+            claim.job_id,
+            payload.task if payload else "?",
+            claim.attempt,
+            outcome.delay,
+            outcome.value,
         )
     worker.note_outcome(outcome)
     await finish_job(worker, claim, outcome.mode, result, ttl, score)
@@ -247,18 +263,25 @@ async def finish_job(
         while not worker.abandon_finishes:
             try:
                 reply = await worker.app.scripts.finish(
-                    claim.job_id, claim.queue, worker.id, mode,
-                    result=result, result_ttl_ms=ttl, score_ms=score,
+                    claim.job_id,
+                    claim.queue,
+                    worker.id,
+                    mode,
+                    result=result,
+                    result_ttl_ms=ttl,
+                    score_ms=score,
                 )
                 break
             except CONNECTION_ERRORS as exc:
-                logger.warning("finishing job %s: Redis unreachable (%s), retrying", claim.job_id, exc)
+                logger.warning(
+                    "finishing job %s: Redis unreachable (%s), retrying", claim.job_id, exc
+                )
                 await anyio.sleep(delay)
                 delay = min(delay * 2, cap)
         else:
             return
     if reply == 0:
         logger.warning(
-            "job %s: claim lost (lease lapsed); its outcome is dropped and another worker re-runs it",
+            "job %s: claim lost (lease lapsed); outcome dropped, another worker re-runs it",
             claim.job_id,
         )

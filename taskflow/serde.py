@@ -95,7 +95,9 @@ def encode_exception(exc: BaseException) -> dict[str, str]:
     """An exception as data: qualified type name, message and formatted traceback."""
     cls = type(exc)
     module = cls.__module__
-    name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    name = (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )
     return {
         "type": name,
         "message": str(exc),
@@ -143,7 +145,9 @@ def decode_job(raw: bytes, limit: int) -> JobPayload:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise CorruptPayload("job payload is not JSON (pickle or other binary data?)", raw) from None
+        raise CorruptPayload(
+            "job payload is not JSON (pickle or other binary data?)", raw
+        ) from None
     if not isinstance(data, dict):
         raise CorruptPayload(f"job payload is a JSON {type(data).__name__}, not an object", raw)
     task, args, kwargs = data.get("f"), data.get("a", []), data.get("k", {})

@@ -75,7 +75,9 @@ def current_job() -> JobContext:
     try:
         return _current.get()
     except LookupError:
-        raise LifecycleError("current_job() called outside a task run by a taskflow worker") from None
+        raise LifecycleError(
+            "current_job() called outside a task run by a taskflow worker"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,7 @@ class Task(Generic[P, R]):
     ``await task(...)`` runs the body in-process, with no Redis and no validation.
     """
 
-    def __init__(
-        self, app: TaskFlow, fn: Callable[P, Awaitable[R]], options: TaskOptions
-    ) -> None:
+    def __init__(self, app: TaskFlow, fn: Callable[P, Awaitable[R]], options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
         self.options = options
@@ -124,7 +124,7 @@ class Task(Generic[P, R]):
 
         Raises :class:`ArgumentError` (nothing written) or :class:`PayloadTooLarge`.
         """
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
+        options: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
         handle = await self.app.enqueue_task(self, args, dict(kwargs), **options)
         return cast("JobHandle[R]", handle)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from redis.exceptions import RedisError
 
 from . import keys
 from .config import WorkerSettings
@@ -65,7 +66,11 @@ class Worker:
     """
 
     def __init__(
-        self, app: TaskFlow, settings: WorkerSettings, *, siblings: tuple[Sibling, ...] | list[Sibling] = ()
+        self,
+        app: TaskFlow,
+        settings: WorkerSettings,
+        *,
+        siblings: tuple[Sibling, ...] | list[Sibling] = (),
     ) -> None:
         self.app = app
         self.settings = settings
@@ -93,7 +98,9 @@ class Worker:
     async def serve(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`stop`, then drain. Signals ``task_status`` once claiming."""
         if self._state is not _State.NEW:
-            raise LifecycleError(f"worker {self.id} is {self._state.value}; build a new one with app.worker()")
+            raise LifecycleError(
+                f"worker {self.id} is {self._state.value}; build a new one with app.worker()"
+            )
         self._state = _State.RUNNING
         self.started_ms = now_ms()
         self.app.redis  # noqa: B018 - raises LifecycleError early if the app is not open
@@ -104,8 +111,12 @@ class Worker:
                 async with anyio.create_task_group() as jobs:
                     self._jobs = jobs
                     jobs.start_soon(self._job_loop)
-                    logger.info("worker %s serving %s, concurrency %d", self.id, self.queues,
-                                self.settings.concurrency)
+                    logger.info(
+                        "worker %s serving %s, concurrency %d",
+                        self.id,
+                        self.queues,
+                        self.settings.concurrency,
+                    )
                     task_status.started(self)
                     await self._stop.wait()
                     await self._drain()
@@ -142,7 +153,10 @@ class Worker:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
         assert self._outer is not None
@@ -156,7 +170,9 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if self._stop.is_set():
-                    logger.warning("second %s: skipping the grace period", signal.Signals(signum).name)
+                    logger.warning(
+                        "second %s: skipping the grace period", signal.Signals(signum).name
+                    )
                     self._interrupt_all("drain")
                 else:
                     logger.info("%s: draining", signal.Signals(signum).name)
@@ -188,7 +204,9 @@ class Worker:
                 claimed = await self.app.scripts.claim(order, now_ms(), free, self.id, lease_ms)
             except CONNECTION_ERRORS as exc:
                 if not outage:
-                    logger.warning("Redis unreachable (%s); retrying with backoff up to %gs", exc, cap)
+                    logger.warning(
+                        "Redis unreachable (%s); retrying with backoff up to %gs", exc, cap
+                    )
                 outage = True
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, cap)
@@ -254,7 +272,9 @@ class Worker:
         if self.running:
             # Redis is unreachable: stop retrying; the leases lapse and other workers re-run them
             self.abandon_finishes = True
-            logger.error("abandoning %d jobs; they run again once their leases lapse", len(self.running))
+            logger.error(
+                "abandoning %d jobs; they run again once their leases lapse", len(self.running)
+            )
 
     async def _deregister(self) -> None:
         try:
@@ -262,5 +282,5 @@ class Worker:
                 pipe.delete(keys.worker(self.id))
                 pipe.zrem(keys.WORKERS, self.id)
                 await pipe.execute()
-        except (*CONNECTION_ERRORS, LifecycleError) as exc:
+        except (RedisError, OSError, LifecycleError) as exc:
             logger.warning("could not remove heartbeat of %s: %s", self.id, exc)

@@ -1,0 +1,33 @@
+"""Sessions CI runs, identically on a laptop: `nox -s lint typecheck tests`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+SOURCES = ["taskflow", "tests", "examples", "benchmarks", "noxfile.py"]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package (settings in pyproject.toml)."""
+    session.install("-e", ".[dev,fastapi]")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite against a real Redis (TASKFLOW_TEST_REDIS_URL, default localhost)."""
+    session.install("-e", ".[dev,fastapi,embedded]")
+    session.run("pytest", *session.posargs)
