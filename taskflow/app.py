@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from arq.connections import ArqRedis
     from redis.asyncio import Redis
 
+    from .graph import Graph
+    from .resolver import RunHandle
     from .worker import Sibling, Worker
 
 __all__ = ("TaskFlow",)
@@ -321,6 +323,20 @@ class TaskFlow:
         )
         ttl = int(self.settings.result_ttl.total_seconds() * 1000)
         return await self.scripts.abort(job_id, queue, encode_result(record, [], {}), ttl, now)
+
+    # -- graphs ---------------------------------------------------------------------------
+
+    def graph(self, name: str) -> Graph:
+        """A new, empty graph of calls of this app's tasks; see :class:`taskflow.Graph`."""
+        from .graph import Graph
+
+        return Graph(self, name)
+
+    def run_handle(self, run_id: str) -> RunHandle:
+        """Re-attach to a submitted run, from any process."""
+        from .resolver import RunHandle
+
+        return RunHandle(self, run_id)
 
     # -- workers --------------------------------------------------------------------------
 

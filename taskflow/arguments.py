@@ -10,7 +10,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticSerializationError
 
 from .errors import ArgumentError, ConfigurationError, SerializationError
@@ -27,7 +35,7 @@ class Signature:
     stored ``(args, kwargs)`` back into validated Python values ready to call the task with.
     """
 
-    __slots__ = ("_kinds", "_model", "_names", "_sig", "task_name")
+    __slots__ = ("_adapters", "_annotations", "_kinds", "_model", "_names", "_sig", "task_name")
 
     def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
         self.task_name = task_name
@@ -40,6 +48,8 @@ class Signature:
             ) from exc
         fields: dict[str, Any] = {}
         self._kinds: dict[str, inspect._ParameterKind] = {}
+        self._annotations: dict[str, Any] = {}
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
         for index, (name, param) in enumerate(self._sig.parameters.items()):
             annotation = hints.get(name, Any)
             if param.kind is _P.VAR_POSITIONAL:
@@ -53,6 +63,7 @@ class Signature:
                 default = () if param.kind is _P.VAR_POSITIONAL else {}
             # field names are positional so parameters called e.g. `schema` cannot clash
             fields[f"p{index}"] = (annotation, Field(default, alias=name))
+            self._annotations[name] = annotation
             self._kinds[name] = param.kind
         self._names = {name: f"p{i}" for i, name in enumerate(self._sig.parameters)}
         config = ConfigDict(extra="forbid", populate_by_name=False, arbitrary_types_allowed=True)
@@ -83,6 +94,46 @@ class Signature:
             ) from None
         return self._split(data)
 
+    def encode_template(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_deferred: Callable[[Any], bool],
+        encode_deferred: Callable[[Any], Any],
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Like :meth:`encode` for a graph node: arguments holding parent nodes are only
+        encoded (validated later, by the worker, once the parents' results exist)."""
+        try:
+            bound = self._sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"{self.task_name}(): {exc}") from None
+        data: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if is_deferred(value):
+                data[name] = encode_deferred(value)
+                continue
+            adapter = self._adapter(name)
+            try:
+                data[name] = adapter.dump_python(adapter.validate_python(value), mode="json")
+            except ValidationError as exc:
+                raise ArgumentError(_describe(self.task_name, exc, prefix=(name,))) from None
+            except PydanticSerializationError as exc:
+                raise SerializationError(
+                    f"{self.task_name}(): cannot encode argument {name!r}: {exc}"
+                ) from None
+        return self._split(data)
+
+    def _adapter(self, name: str) -> TypeAdapter[Any]:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            annotation = self._annotations[name]
+            try:
+                adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+            except PydanticUserError:  # models, dataclasses, TypedDicts carry their own config
+                adapter = TypeAdapter(annotation)
+            self._adapters[name] = adapter
+        return adapter
+
     def decode(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Validate stored arguments; return Python values to call the coroutine with."""
         model = self._validate(args, kwargs)
@@ -108,10 +159,10 @@ class Signature:
 _VARIADIC = (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
 
 
-def _describe(task: str, exc: ValidationError) -> str:
+def _describe(task: str, exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        loc = [str(p) for p in err["loc"]]
+        loc = [*prefix, *(str(p) for p in err["loc"])]
         where = loc[0] if loc else "?"
         path = "".join(f"[{p}]" for p in loc[1:])
         got = repr(err.get("input"))

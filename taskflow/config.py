@@ -143,6 +143,16 @@ class Settings(BaseModel):
         timedelta(days=1),
         description="How long a queued job may wait past its scheduled time before it expires.",
     )
+    run_retention: timedelta = Field(
+        timedelta(days=1),
+        gt=timedelta(0),
+        description="How long a graph run's state is kept after the run ends.",
+    )
+    run_max_age: timedelta = Field(
+        timedelta(days=7),
+        gt=timedelta(0),
+        description="A run's state expires this long after submission even if it never ends.",
+    )
     connect_timeout: timedelta = Field(
         timedelta(seconds=5), description="Timeout of one connection attempt."
     )

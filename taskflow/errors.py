@@ -5,15 +5,19 @@ Hierarchy::
     TaskflowError
     ├── ConfigurationError            bad settings or bad use of the API at definition time
     │   └── RedisUnavailable          no Redis reachable and no embedded server to fall back on
+    ├── GraphError (+ValueError)      a graph is malformed: duplicate or foreign node, bad task
+    │   └── GraphCycle                an edge would close a loop; names it
     ├── PayloadError                  a value cannot travel through Redis
     │   ├── ArgumentError (+TypeError)     arguments do not match the task's signature
     │   ├── SerializationError        a value cannot be encoded as JSON
     │   └── PayloadTooLarge           an encoded payload is over the size cap
     ├── LookupMiss (+LookupError)
     │   ├── UnknownTask               no task registered under that name
-    │   └── JobNotFound               no job, result or queue entry under that id
+    │   ├── JobNotFound               no job, result or queue entry under that id
+    │   └── RunNotFound               no graph run under that id (never submitted, or expired)
     ├── ExecutionError
     │   ├── TaskFailed                the job failed or was cancelled; the remote error as data
+    │   ├── GraphFailed               a run ended with failed nodes; lists them and their errors
     │   └── ResultTimeout (+TimeoutError)  the result did not arrive in time
     └── LifecycleError (+RuntimeError)    used before opening, after closing, or opened twice
 
@@ -28,6 +32,9 @@ __all__ = (
     "ArgumentError",
     "ConfigurationError",
     "ExecutionError",
+    "GraphCycle",
+    "GraphError",
+    "GraphFailed",
     "JobNotFound",
     "LifecycleError",
     "LookupMiss",
@@ -36,6 +43,7 @@ __all__ = (
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
+    "RunNotFound",
     "SerializationError",
     "TaskFailed",
     "TaskflowError",
@@ -53,6 +61,18 @@ class ConfigurationError(TaskflowError):
 
 class RedisUnavailable(ConfigurationError):
     """No Redis server could be reached and no embedded server could be started."""
+
+
+class GraphError(TaskflowError, ValueError):
+    """A graph is malformed: duplicate or foreign node, unregistered task, bad arguments."""
+
+
+class GraphCycle(GraphError):
+    """An edge would close a loop. ``cycle`` lists node names, first repeated last."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("graph has a cycle: " + " -> ".join(cycle))
+        self.cycle = cycle
 
 
 class PayloadError(TaskflowError):
@@ -95,6 +115,17 @@ class JobNotFound(LookupMiss):
         self.job_id = job_id
 
 
+class RunNotFound(LookupMiss):
+    """No graph run exists under the given id: never submitted, or expired after retention."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is unknown or expired (graph state is kept for "
+            "Settings.run_retention after a run ends)"
+        )
+        self.run_id = run_id
+
+
 class ExecutionError(TaskflowError):
     """A job did not produce a result."""
 
@@ -121,11 +152,37 @@ class TaskFailed(ExecutionError):
         )
 
 
+class GraphFailed(ExecutionError):
+    """A graph run ended with nodes that did not succeed.
+
+    ``failed`` maps node name to its error data (``type``, ``message``, ``traceback``);
+    ``states`` maps every node name to its final state; ``results`` holds the successes.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        failed: dict[str, dict[str, Any]],
+        states: dict[str, str],
+        results: dict[str, Any],
+    ) -> None:
+        listed = "; ".join(
+            f"{name}: {err.get('type', '?')}: {err.get('message', '')}"
+            for name, err in list(failed.items())[:10]
+        )
+        more = f" (+{len(failed) - 10} more)" if len(failed) > 10 else ""
+        super().__init__(f"run {run_id!r} failed: {listed}{more}")
+        self.run_id = run_id
+        self.failed = failed
+        self.states = states
+        self.results = results
+
+
 class ResultTimeout(ExecutionError, TimeoutError):
     """The result was not available within the requested timeout."""
 
-    def __init__(self, job_id: str, timeout: float) -> None:
-        super().__init__(f"job {job_id!r} has no result after {timeout:g}s")
+    def __init__(self, job_id: str, timeout: float, what: str = "job") -> None:
+        super().__init__(f"{what} {job_id!r} has no result after {timeout:g}s")
         self.job_id = job_id
         self.timeout = timeout
 

@@ -7,6 +7,8 @@ Nothing here raises into the worker: every path ends in exactly one finish-scrip
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,7 +16,8 @@ import anyio
 
 from .connection import CONNECTION_ERRORS
 from .errors import ArgumentError, PayloadTooLarge, Retry, SerializationError
-from .scripts import Claimed, FinishMode
+from .resolver import start_node
+from .scripts import Claimed
 from .serde import (
     CorruptPayload,
     JobPayload,
@@ -22,6 +25,7 @@ from .serde import (
     check_size,
     corrupt_error,
     decode_job,
+    dumps,
     encode_exception,
     encode_result,
 )
@@ -46,7 +50,7 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    mode: FinishMode
+    mode: Literal["done", "retry", "requeue"]
     status: str = ""  # for mode "done": succeeded | failed | cancelled
     value: Any = None
     delay: float = 0.0  # for mode "retry"
@@ -75,7 +79,17 @@ async def execute(worker: Worker, slot: Slot) -> None:
     except Exception as exc:  # a bug in taskflow itself must not take the worker down
         logger.exception("internal error running job %s", claim.job_id)
         outcome = _failed(encode_exception(exc))
-    await _record(worker, slot, payload, task, outcome, start)
+    node = payload.graph if payload is not None else _node_of(claim.job_id)
+    await _record(worker, slot, payload, task, outcome, start, node)
+
+
+_NODE_JOB_ID = re.compile(r"^([0-9a-f]{32})\.(\d+)$")
+
+
+def _node_of(job_id: str) -> tuple[str, int] | None:
+    """The graph node a job id names, for jobs whose payload could not be read."""
+    match = _NODE_JOB_ID.match(job_id)
+    return (match[1], int(match[2])) if match else None
 
 
 def _prepare(
@@ -117,8 +131,15 @@ async def _run_body(
     worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]
 ) -> Outcome:
     claim = slot.claim
+    raw_args, raw_kwargs = payload.args, payload.kwargs
+    if payload.graph is not None:
+        run_id, index = payload.graph
+        start = await start_node(worker.app, run_id, index, worker.id, claim.attempt)
+        if start.verdict != "run":
+            return _not_started(start.verdict)
+        raw_args, raw_kwargs = start.args, start.kwargs
     try:
-        args, kwargs = task.signature.decode(payload.args, payload.kwargs)
+        args, kwargs = task.signature.decode(raw_args, raw_kwargs)
     except ArgumentError as exc:
         logger.error("job %s rejected: %s", claim.job_id, exc)
         return _failed(encode_exception(exc))
@@ -168,6 +189,12 @@ async def _run_body(
     return Outcome("requeue")
 
 
+def _not_started(verdict: str) -> Outcome:
+    if verdict == "gone":
+        return _failed(_error("taskflow.RunNotFound", "its graph run is unknown or expired"))
+    return Outcome("done", "cancelled", _error("taskflow.Cancelled", "run cancelled"))
+
+
 def _retry_or_fail(
     task: Task[Any, Any], claim: Claimed, exc: BaseException, delay: float | None
 ) -> Outcome:
@@ -188,15 +215,18 @@ async def _record(
     task: Task[Any, Any] | None,
     outcome: Outcome,
     start: int,
+    node: tuple[str, int] | None,
 ) -> None:
     claim = slot.claim
     finish = now_ms()
     result = b""
     ttl = -1
     score = finish
-    if outcome.mode == "done":
+    if node is not None:
+        state, result = _node_result(worker, claim, outcome)
+    elif outcome.mode == "done":
         result, ttl = _encode(worker, claim, payload, task, outcome, start, finish)
-    elif outcome.mode == "retry":
+    if outcome.mode == "retry":
         score = finish + int(outcome.delay * 1000)
         logger.info(
             "job %s (%s) attempt %d failed, retrying in %.2fs: %r",
@@ -207,7 +237,53 @@ async def _record(
             outcome.value,
         )
     worker.note_outcome(outcome)
-    await finish_job(worker, claim, outcome.mode, result, ttl, score)
+    settings = worker.app.settings
+    if node is not None:
+        run_id, index = node
+
+        async def call() -> int:
+            return await worker.app.scripts.finish_node(
+                run_id,
+                index,
+                claim.queue,
+                worker.id,
+                outcome.mode,
+                state=state,
+                result=result,
+                now_ms=finish,
+                score_ms=score,
+                retention_ms=int(settings.run_retention.total_seconds() * 1000),
+                expiry_ms=int(settings.job_ttl.total_seconds() * 1000),
+            )
+    else:
+
+        async def call() -> int:
+            return await worker.app.scripts.finish(
+                claim.job_id,
+                claim.queue,
+                worker.id,
+                outcome.mode,
+                result=result,
+                result_ttl_ms=ttl,
+                score_ms=score,
+            )
+
+    await finish_job(worker, claim, call)
+
+
+def _node_result(worker: Worker, claim: Claimed, outcome: Outcome) -> tuple[str, bytes]:
+    """A graph node's final state and the JSON stored for its children and its run."""
+    if outcome.mode != "done":
+        return "", b""
+    try:
+        data = dumps(outcome.value)
+        check_size(
+            f"result of node job {claim.job_id!r}", data, worker.app.settings.max_payload_bytes
+        )
+        return outcome.status, data
+    except (SerializationError, PayloadTooLarge) as exc:
+        logger.error("job %s: result not stored: %s", claim.job_id, exc)
+        return "failed", dumps(_error("taskflow.ResultNotEncodable", str(exc)))
 
 
 def _encode(
@@ -253,24 +329,14 @@ def _encode(
         return encode_result(failed, [], {}), ttl
 
 
-async def finish_job(
-    worker: Worker, claim: Claimed, mode: FinishMode, result: bytes, ttl: int, score: int
-) -> None:
-    """Call the finish script until Redis answers; shielded, so a drain cannot lose it."""
+async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitable[int]]) -> None:
+    """Call a finish script until Redis answers; shielded, so a drain cannot lose it."""
     delay = 0.05
     cap = worker.settings.reconnect_backoff_cap.total_seconds()
     with anyio.CancelScope(shield=True):
         while not worker.abandon_finishes:
             try:
-                reply = await worker.app.scripts.finish(
-                    claim.job_id,
-                    claim.queue,
-                    worker.id,
-                    mode,
-                    result=result,
-                    result_ttl_ms=ttl,
-                    score_ms=score,
-                )
+                reply = await call()
                 break
             except CONNECTION_ERRORS as exc:
                 logger.warning(

@@ -71,3 +71,37 @@ def failures(job_id: str) -> str:
 def worker(worker_id: str) -> str:
     """A worker's heartbeat record, expiring unless renewed."""
     return "taskflow:worker:" + worker_id
+
+
+# -- graph runs: one key family per run, sharing the hash tag {run_id} -------------------
+
+RUN_FIELDS = (
+    "meta",  # hash: name, status, total, done, failed, cancelled, created_ms, finished_ms
+    "nodes",  # hash idx -> JSON spec: name, task, queue, trigger, parents, data parents, template
+    "state",  # hash idx -> NodeState value
+    "pending",  # hash idx -> parents not yet ended
+    "bad",  # hash idx -> parents that ended failed, upstream_failed or cancelled
+    "skip",  # hash idx -> parents that ended skipped
+    "children",  # hash idx -> comma-separated child indexes
+    "dparents",  # hash idx -> comma-separated data-parent indexes
+    "trigger",  # hash idx -> Trigger value
+    "queue",  # hash idx -> queue sorted-set key
+    "payload",  # hash idx -> arq job payload up to its enqueue time (Lua appends it)
+    "results",  # hash idx -> JSON result (value, or error data)
+    "timing",  # hash "idx:s|f|w|a" -> started ms, finished ms, worker id, attempt
+)
+
+
+def run(run_id: str, part: str) -> str:
+    """One key of a run's family; every key of a run hashes to the same cluster slot."""
+    return f"taskflow:run:{{{run_id}}}:{part}"
+
+
+def run_keys(run_id: str) -> list[str]:
+    """All keys of a run, in RUN_FIELDS order."""
+    return [run(run_id, part) for part in RUN_FIELDS]
+
+
+def node_job_id(run_id: str, index: int) -> str:
+    """The arq job id of a graph node; a re-run reuses it."""
+    return f"{run_id}.{index}"

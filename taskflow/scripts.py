@@ -22,6 +22,10 @@ def _source(name: str) -> str:
     return resources.files("taskflow").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def _graph_source(name: str) -> str:
+    return _source("graph_lib") + "\n" + _source(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A job this worker now holds the claim on."""
@@ -59,6 +63,9 @@ class Scripts:
         self._finish: AsyncScript = redis.register_script(_source("finish"))
         self._abort: AsyncScript = redis.register_script(_source("abort"))
         self._renew: AsyncScript = redis.register_script(_source("renew"))
+        self._node_start: AsyncScript = redis.register_script(_graph_source("node_start"))
+        self._finish_node: AsyncScript = redis.register_script(_graph_source("finish_node"))
+        self._cancel_run: AsyncScript = redis.register_script(_graph_source("cancel_run"))
 
     async def enqueue(
         self, job_id: str, queue: str, payload: bytes, expiry_ms: int, score_ms: int
@@ -127,3 +134,64 @@ class Scripts:
             keys=[keys.in_progress(j) for j in job_ids], args=[token, lease_ms]
         )
         return [job_ids[int(i) - 1] for i in lost]
+
+    # -- graph runs -----------------------------------------------------------------------
+
+    async def node_start(
+        self, run_id: str, index: int, worker_id: str, now_ms: int, attempt: int
+    ) -> list[Any]:
+        """Mark a node running; ``['run', spec, parent, result, ...]`` or why not."""
+        reply: list[Any] = await self._node_start(
+            keys=keys.run_keys(run_id), args=[index, worker_id, now_ms, attempt]
+        )
+        return reply
+
+    async def finish_node(
+        self,
+        run_id: str,
+        index: int,
+        queue: str,
+        token: str,
+        mode: FinishMode,
+        *,
+        state: str = "",
+        result: bytes = b"",
+        now_ms: int,
+        score_ms: int = 0,
+        retention_ms: int,
+        expiry_ms: int,
+    ) -> int:
+        """1 applied, 2 already applied, 0 claim lost, 3 run gone."""
+        job_id = keys.node_job_id(run_id, index)
+        job_keys = [
+            keys.in_progress(job_id),
+            keys.job(job_id),
+            keys.retry(job_id),
+            keys.queue(queue),
+            keys.ABORT,
+            keys.failures(job_id),
+        ]
+        reply = await self._finish_node(
+            keys=[*keys.run_keys(run_id), *job_keys],
+            args=[
+                token,
+                mode,
+                job_id,
+                index,
+                state,
+                result,
+                now_ms,
+                score_ms,
+                run_id,
+                retention_ms,
+                expiry_ms,
+            ],
+        )
+        return int(reply)
+
+    async def cancel_run(self, run_id: str, now_ms: int, retention_ms: int) -> int:
+        """Running nodes signalled to abort, or -1 if the run is unknown."""
+        reply = await self._cancel_run(
+            keys=keys.run_keys(run_id), args=[run_id, now_ms, retention_ms]
+        )
+        return int(reply)

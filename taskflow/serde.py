@@ -114,6 +114,7 @@ class JobPayload:
     kwargs: dict[str, Any]
     job_try: int | None
     enqueue_ms: int
+    graph: tuple[str, int] | None = None  #: (run id, node index) of a graph node's job
 
 
 class CorruptPayload(SerializationError):
@@ -158,7 +159,17 @@ def decode_job(raw: bytes, limit: int) -> JobPayload:
         raise CorruptPayload("job payload's 'a' must be a list and 'k' an object", raw)
     if not isinstance(enqueue_ms, int) or not (job_try is None or isinstance(job_try, int)):
         raise CorruptPayload("job payload's 'et' and 't' must be integers", raw)
-    return JobPayload(task, args, kwargs, job_try, enqueue_ms)
+    graph = data.get("g")
+    if graph is not None:
+        if not (
+            isinstance(graph, list)
+            and len(graph) == 2
+            and isinstance(graph[0], str)
+            and isinstance(graph[1], int)
+        ):
+            raise CorruptPayload("job payload's 'g' must be [run id, node index]", raw)
+        graph = (graph[0], graph[1])
+    return JobPayload(task, args, kwargs, job_try, enqueue_ms, graph)
 
 
 def corrupt_error(exc: CorruptPayload) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+-- Shared by the graph scripts (prepended to each when loaded). KEYS 1..13 are the run's
+-- key family in keys.RUN_FIELDS order.
+local META, NODES, STATE, PENDING, BAD, SKIP, CHILDREN, DPARENTS, TRIGGER, QUEUE, PAYLOAD,
+  RESULTS, TIMING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
+  KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local TERMINAL = {succeeded = true, failed = true, cancelled = true, skipped = true,
+  upstream_failed = true}
+
+-- a node reached a terminal state: record it and count it towards the run's end
+local function set_terminal(i, st, result, now)
+  redis.call('HSET', STATE, i, st)
+  redis.call('HSET', TIMING, i .. ':f', now)
+  if result then redis.call('HSET', RESULTS, i, result) end
+  redis.call('HINCRBY', META, 'done', 1)
+  if st == 'failed' or st == 'upstream_failed' then
+    redis.call('HINCRBY', META, 'failed', 1)
+  elseif st == 'cancelled' then
+    redis.call('HINCRBY', META, 'cancelled', 1)
+  end
+end
+
+-- enqueue a node whose parents allow it to run, as an arq job on its queue
+local function release(run_id, i, now, expiry)
+  local job_id = run_id .. '.' .. i
+  local payload = redis.call('HGET', PAYLOAD, i) .. now .. '}'
+  redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', expiry)
+  redis.call('ZADD', redis.call('HGET', QUEUE, i), now, job_id)
+  redis.call('HSET', STATE, i, 'queued')
+end
+
+local function not_run(kind, parent, st)
+  local name = cjson.decode(redis.call('HGET', NODES, parent))['name']
+  return cjson.encode({type = 'taskflow.' .. kind, traceback = '',
+    message = 'not run: parent ' .. name .. ' ended ' .. st})
+end
+
+-- node `first` ended `first_state`: apply every child's trigger rule, transitively
+local function settle(run_id, first, first_state, now, expiry)
+  local cancelling = redis.call('HGET', META, 'cancel') == '1'
+  local work = {{first, first_state}}
+  local head = 1
+  while head <= #work do
+    local i, st = work[head][1], work[head][2]
+    head = head + 1
+    local kids = redis.call('HGET', CHILDREN, i)
+    if kids then
+      for c in string.gmatch(kids, '[^,]+') do
+        if not TERMINAL[redis.call('HGET', STATE, c)] then
+          local pending = redis.call('HINCRBY', PENDING, c, -1)
+          local bad = tonumber(redis.call('HGET', BAD, c) or '0')
+          local skip = tonumber(redis.call('HGET', SKIP, c) or '0')
+          if st == 'failed' or st == 'upstream_failed' or st == 'cancelled' then
+            bad = redis.call('HINCRBY', BAD, c, 1)
+          elseif st == 'skipped' then
+            skip = redis.call('HINCRBY', SKIP, c, 1)
+          end
+          local rule = redis.call('HGET', TRIGGER, c)
+          local verdict = nil
+          if rule == 'all_success' then
+            if bad > 0 then verdict = 'upstream_failed'
+            elseif skip > 0 then verdict = 'skipped'
+            elseif pending == 0 then verdict = 'run' end
+          elseif rule == 'none_failed' then
+            if bad > 0 then verdict = 'skipped'
+            elseif pending == 0 then verdict = 'run' end
+          elseif pending == 0 then
+            if rule == 'all_done' then verdict = 'run'
+            elseif bad > 0 then verdict = 'run'
+            else verdict = 'skipped' end
+          end
+          if verdict == 'run' and cancelling then verdict = 'cancelled' end
+          if verdict == 'run' then
+            release(run_id, c, now, expiry)
+          elseif verdict then
+            local kind = (verdict == 'skipped') and 'Skipped' or
+              ((verdict == 'cancelled') and 'Cancelled' or 'UpstreamFailed')
+            set_terminal(c, verdict, not_run(kind, i, st), now)
+            work[#work + 1] = {c, verdict}
+          end
+        end
+      end
+    end
+  end
+end
+
+-- when every node has ended: the run's final status, and the retention clock starts
+local function complete_if_done(now, retention)
+  local meta = redis.call('HMGET', META, 'done', 'total', 'status', 'failed', 'cancel')
+  if meta[3] ~= 'running' or tonumber(meta[1]) < tonumber(meta[2]) then return end
+  local final = 'succeeded'
+  if meta[5] == '1' then final = 'cancelled'
+  elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
+  redis.call('HSET', META, 'status', final, 'finished_ms', now)
+  for k = 1, 13 do redis.call('PEXPIRE', KEYS[k], retention) end
+end

@@ -1,0 +1,382 @@
+"""Graph runs in Redis: atomic submission, run handles, status, waiting, cancelling.
+
+The release of children happens in the workers, in ``lua/finish_node.lua``: one script
+per finished node stores its result, sets its state and releases or settles its children.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import orjson
+
+from . import keys
+from .errors import GraphFailed, ResultTimeout, RunNotFound
+from .graph import Node, NodeState, _node_refs, encode_template, resolve_template
+from .serde import check_size, dumps
+from .task import ms_to_datetime, now_ms
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .app import TaskFlow
+    from .graph import Graph
+
+__all__ = ("NodeStart", "NodeStatus", "RunHandle", "RunStatus", "start_node", "submit_graph")
+
+_FINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One node of a run, as stored in Redis."""
+
+    name: str
+    index: int
+    task: str
+    queue: str
+    state: NodeState
+    parents: list[str]
+    data_parents: list[str]
+    attempt: int
+    started: datetime | None
+    finished: datetime | None
+    worker: str | None
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """A run and its nodes. ``state`` is running, succeeded, failed or cancelled."""
+
+    run_id: str
+    graph: str
+    state: str
+    total: int
+    done: int
+    created: datetime
+    finished: datetime | None
+    nodes: dict[str, NodeStatus] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Nodes per state."""
+        out: dict[str, int] = {}
+        for node in self.nodes.values():
+            out[node.state.value] = out.get(node.state.value, 0) + 1
+        return out
+
+
+def _job_payload_prefix(task: str, run_id: str, index: int) -> bytes:
+    # the resolver script appends the enqueue time and the closing brace
+    body = dumps({"t": None, "f": task, "a": [], "k": {}, "g": [run_id, index]})
+    return body[:-1] + b',"et":'
+
+
+def _spec(node: Node, limit: int) -> bytes:
+    args, kwargs = node.task.signature.encode_template(
+        node.args,
+        node.kwargs,
+        is_deferred=lambda value: any(True for _ in _node_refs(value)),
+        encode_deferred=encode_template,
+    )
+    spec = {
+        "name": node.name,
+        "task": node.task.name,
+        "queue": node.queue,
+        "trigger": node.trigger.value,
+        "parents": [p.index for p in node.parents],
+        "data": [p.index for p in node.data_parents],
+        "a": args,
+        "k": kwargs,
+    }
+    return check_size(f"arguments of node {node.name!r}", dumps(spec), limit)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStart:
+    """What a worker learns when it starts a node: run it with these arguments, or not."""
+
+    verdict: str  # run | cancelled | gone | ended
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+async def start_node(
+    app: TaskFlow, run_id: str, index: int, worker_id: str, attempt: int
+) -> NodeStart:
+    """Mark a node running and build its arguments from its parents' results.
+
+    A data parent that did not succeed (possible under ``all_done``/``any_failed``) is
+    passed as ``None``.
+    """
+    reply = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt)
+    verdict = reply[0].decode()
+    if verdict != "run":
+        return NodeStart(verdict)
+    spec = orjson.loads(reply[1])
+    results: dict[int, Any] = {}
+    for j in range(2, len(reply), 3):
+        parent, state, raw = int(reply[j]), reply[j + 1], reply[j + 2]
+        succeeded = state == b"succeeded" and raw is not None
+        results[parent] = orjson.loads(raw) if succeeded else None
+    return NodeStart(
+        "run", resolve_template(spec["a"], results), resolve_template(spec["k"], results)
+    )
+
+
+async def submit_graph(graph: Graph) -> RunHandle:
+    """Persist the whole graph and enqueue its roots in one MULTI/EXEC: all or nothing."""
+    graph.validate()
+    app = graph.app
+    settings = app.settings
+    run_id = uuid.uuid4().hex
+    now = now_ms()
+    expiry = int(settings.job_ttl.total_seconds() * 1000)
+    hashes = _run_hashes(graph, run_id, now)
+    max_age = int(settings.run_max_age.total_seconds() * 1000)
+    async with app.redis.pipeline(transaction=True) as pipe:
+        for part, mapping in hashes.items():
+            if mapping:
+                pipe.hset(keys.run(run_id, part), mapping=mapping)
+        for root in graph.roots():
+            job_id = keys.node_job_id(run_id, root.index)
+            payload = hashes["payload"][root.index] + str(now).encode() + b"}"
+            pipe.set(keys.job(job_id), payload, px=expiry)
+            pipe.zadd(keys.queue(root.queue), {job_id: now})
+        for key in keys.run_keys(run_id):
+            pipe.pexpire(key, max_age)
+        await pipe.execute()
+    return RunHandle(app, run_id, graph)
+
+
+def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]]:
+    """The run's hashes, field by field, as :data:`keys.RUN_FIELDS` describes them."""
+    limit = graph.app.settings.max_payload_bytes
+    children: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        for parent in node.parents:
+            children.setdefault(parent.index, []).append(node.index)
+    hashes: dict[str, dict[Any, Any]] = {part: {} for part in keys.RUN_FIELDS}
+    for node in graph.nodes:
+        i = node.index
+        hashes["nodes"][i] = _spec(node, limit)
+        hashes["state"][i] = NodeState.QUEUED.value if not node.parents else NodeState.PENDING.value
+        hashes["trigger"][i] = node.trigger.value
+        hashes["queue"][i] = keys.queue(node.queue)
+        hashes["payload"][i] = _job_payload_prefix(node.task.name, run_id, i)
+        if node.parents:
+            hashes["pending"][i] = len(node.parents)
+        if node.data_parents:
+            hashes["dparents"][i] = ",".join(str(p.index) for p in node.data_parents)
+        if i in children:
+            hashes["children"][i] = ",".join(map(str, children[i]))
+    hashes["meta"] = {
+        "graph": graph.name,
+        "status": "running",
+        "total": len(graph.nodes),
+        "done": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "created_ms": now,
+    }
+    return hashes
+
+
+class RunHandle:
+    """A submitted run; re-attach from any process with ``app.run_handle(run_id)``."""
+
+    def __init__(self, app: TaskFlow, run_id: str, graph: Graph | None = None) -> None:
+        self.app = app
+        self.run_id = run_id
+        self._graph = graph
+        self._last: RunStatus | None = None
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id}>"
+
+    async def status(self) -> RunStatus:
+        """Every node's state, attempts, timestamps and worker; errors of failed nodes.
+
+        :raises RunNotFound: the run was never submitted, or its state expired.
+        """
+        redis = self.app.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            for part in ("meta", "nodes", "state", "timing"):
+                pipe.hgetall(keys.run(self.run_id, part))
+            meta, nodes, states, timing = await pipe.execute()
+        if not meta:
+            raise RunNotFound(self.run_id)
+        errors = await self._errors(states)
+        status = _build_status(self.run_id, meta, nodes, states, timing, errors)
+        self._last = status
+        return status
+
+    async def _errors(self, states: dict[bytes, bytes]) -> dict[int, dict[str, Any]]:
+        bad = [int(i) for i, s in states.items() if s.decode() in _NOT_SUCCEEDED]
+        if not bad:
+            return {}
+        raw = await cast(
+            "Awaitable[list[bytes | None]]",
+            self.app.redis.hmget(keys.run(self.run_id, "results"), bad),
+        )
+        return {i: orjson.loads(r) for i, r in zip(bad, raw, strict=True) if r is not None}
+
+    async def wait(
+        self, timeout: float | None = None, *, poll_interval: float = 0.05
+    ) -> dict[str, Any]:
+        """Wait for the run to end; return ``{node name: result}`` of the nodes that succeeded.
+
+        :raises GraphFailed: a node failed, was cancelled or never ran because of one.
+        :raises ResultTimeout: the run did not end within ``timeout`` seconds.
+        :raises RunNotFound: the run is unknown or expired.
+        """
+        meta_key = keys.run(self.run_id, "meta")
+        delay = 0.001
+        with anyio.move_on_after(timeout):
+            while True:
+                state = await cast(
+                    "Awaitable[bytes | None]", self.app.redis.hget(meta_key, "status")
+                )
+                if state is None:
+                    raise RunNotFound(self.run_id)
+                if state.decode() in _FINAL:
+                    return await self._outcome()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, poll_interval)
+        raise ResultTimeout(self.run_id, timeout or 0.0, what="run")
+
+    async def _outcome(self) -> dict[str, Any]:
+        status = await self.status()
+        raw = await cast(
+            "Awaitable[dict[bytes, bytes]]",
+            self.app.redis.hgetall(keys.run(self.run_id, "results")),
+        )
+        by_index = {n.index: n for n in status.nodes.values()}
+        results = {
+            by_index[int(i)].name: orjson.loads(r)
+            for i, r in raw.items()
+            if by_index[int(i)].state is NodeState.SUCCEEDED
+        }
+        failed = {
+            n.name: n.error or {"type": "?", "message": n.state.value}
+            for n in status.nodes.values()
+            if n.state.value in _NOT_SUCCEEDED and n.state is not NodeState.SKIPPED
+        }
+        if failed:
+            states = {n.name: n.state.value for n in status.nodes.values()}
+            raise GraphFailed(self.run_id, failed, states, results)
+        return results
+
+    async def cancel(self, timeout: float = 5.0) -> RunStatus:
+        """Cancel the run: nothing starts after this returns; running nodes are aborted.
+
+        Waits up to ``timeout`` seconds for running nodes to stop; returns the status.
+        """
+        retention = int(self.app.settings.run_retention.total_seconds() * 1000)
+        signalled = await self.app.scripts.cancel_run(self.run_id, now_ms(), retention)
+        if signalled < 0:
+            raise RunNotFound(self.run_id)
+        with anyio.move_on_after(timeout):
+            while True:
+                status = await self.status()
+                if status.state != "running":
+                    return status
+                await anyio.sleep(0.02)
+        return await self.status()
+
+    def to_mermaid(self) -> str:
+        """The run as a Mermaid flowchart; node states (from the last ``status()``) as classes.
+
+        Order-only edges are dotted. Before any ``status()`` call, states are unknown.
+        """
+        return _mermaid(self._graph, self._last)
+
+
+_NOT_SUCCEEDED = frozenset({"failed", "cancelled", "skipped", "upstream_failed"})
+
+
+def _build_status(
+    run_id: str,
+    meta: dict[bytes, bytes],
+    nodes: dict[bytes, bytes],
+    states: dict[bytes, bytes],
+    timing: dict[bytes, bytes],
+    errors: dict[int, dict[str, Any]],
+) -> RunStatus:
+    m = {k.decode(): v.decode() for k, v in meta.items()}
+    specs = {int(i): orjson.loads(raw) for i, raw in nodes.items()}
+    names = {i: spec["name"] for i, spec in specs.items()}
+    t = {k.decode(): v.decode() for k, v in timing.items()}
+
+    def stamp(key: str) -> datetime | None:
+        return ms_to_datetime(int(t[key])) if key in t else None
+
+    out: dict[str, NodeStatus] = {}
+    for i in sorted(specs):
+        spec = specs[i]
+        out[spec["name"]] = NodeStatus(
+            name=spec["name"],
+            index=i,
+            task=spec["task"],
+            queue=spec["queue"],
+            state=NodeState(states[str(i).encode()].decode()),
+            parents=[names[p] for p in spec["parents"]],
+            data_parents=[names[p] for p in spec["data"]],
+            attempt=int(t.get(f"{i}:a", 0)),
+            started=stamp(f"{i}:s"),
+            finished=stamp(f"{i}:f"),
+            worker=t.get(f"{i}:w"),
+            error=errors.get(i),
+        )
+    return RunStatus(
+        run_id=run_id,
+        graph=m.get("graph", ""),
+        state=m.get("status", "running"),
+        total=int(m.get("total", 0)),
+        done=int(m.get("done", 0)),
+        created=ms_to_datetime(int(m.get("created_ms", 0))),
+        finished=ms_to_datetime(int(m["finished_ms"])) if "finished_ms" in m else None,
+        nodes=out,
+    )
+
+
+_COLOURS = {
+    "pending": "fill:#eeeeee,stroke:#999999",
+    "queued": "fill:#e8f0fe,stroke:#4a7bd0",
+    "running": "fill:#fff4ce,stroke:#d4a017",
+    "retrying": "fill:#ffe2b8,stroke:#d48a17",
+    "succeeded": "fill:#d4edda,stroke:#28a745",
+    "failed": "fill:#f8d7da,stroke:#dc3545",
+    "cancelled": "fill:#e2e3e5,stroke:#6c757d",
+    "skipped": "fill:#f1f1f1,stroke:#bbbbbb,stroke-dasharray:3",
+    "upstream_failed": "fill:#fbe3d4,stroke:#e8743b",
+}
+
+
+def _label(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _mermaid(graph: Graph | None, status: RunStatus | None) -> str:
+    lines = ["flowchart TD"]
+    edges: list[tuple[int, int, bool]] = []
+    if status is not None:
+        index = {n.name: n.index for n in status.nodes.values()}
+        for ns in status.nodes.values():
+            lines.append(f'    n{ns.index}["{_label(ns.name)}"]:::{ns.state.value}')
+            data = set(ns.data_parents)
+            edges += [(index[p], ns.index, p in data) for p in ns.parents]
+    elif graph is not None:
+        for node in graph.nodes:
+            lines.append(f'    n{node.index}["{_label(node.name)}"]')
+            data_ids = {p.index for p in node.data_parents}
+            edges += [(p.index, node.index, p.index in data_ids) for p in node.parents]
+    for parent, child, is_data in edges:
+        lines.append(f"    n{parent} {'-->' if is_data else '-.->'} n{child}")
+    lines += [f"    classDef {state} {style}" for state, style in _COLOURS.items()]
+    return "\n".join(lines)
