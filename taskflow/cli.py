@@ -42,11 +42,14 @@ def load_app(path: str) -> TaskFlow:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskflow", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="logging level (default INFO)"
+    )
+    parser = argparse.ArgumentParser(prog="taskflow", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
+    worker = sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT", parents=[common])
     worker.add_argument("app", help="module:attribute of the TaskFlow app")
     worker.add_argument(
         "--queue",
@@ -59,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, help="seconds running jobs get on shutdown")
     worker.add_argument("--lease", type=float, help="seconds before a dead worker's jobs re-run")
 
-    check = sub.add_parser("check", help="exit 0 only if a live worker serves each queue")
+    check = sub.add_parser(
+        "check", help="exit 0 only if a live worker serves each queue", parents=[common]
+    )
     check.add_argument("app", help="module:attribute of the TaskFlow app")
     check.add_argument(
         "--queue",
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskflow`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
