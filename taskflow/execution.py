@@ -7,6 +7,7 @@ Nothing here raises into the worker: every path ends in exactly one finish-scrip
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,38 +156,30 @@ async def _run_body(
     )
     token = _current.set(context)
     outcome: Outcome | None = None
+    # one scope serves the timeout (its deadline) and abort/drain (cancel() with a reason)
+    deadline = anyio.current_time() + options.timeout if options.timeout else math.inf
     try:
-        with anyio.CancelScope() as scope:
+        with anyio.CancelScope(deadline=deadline) as scope:
             slot.scope = scope
-            with anyio.move_on_after(options.timeout) as deadline:
-                try:
-                    value = await task.fn(*args, **kwargs)
-                except Retry as exc:
-                    outcome = _retry_or_fail(task, claim, exc, exc.delay)
-                except Exception as exc:
-                    retryable = isinstance(exc, options.retry_on)
-                    outcome = (
-                        _retry_or_fail(task, claim, exc, None)
-                        if retryable
-                        else _failed(encode_exception(exc))
-                    )
-                else:
-                    outcome = Outcome("done", "succeeded", value)
-            if deadline.cancelled_caught and outcome is None:
-                timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
-                outcome = (
-                    _retry_or_fail(task, claim, timeout, None)
-                    if isinstance(timeout, options.retry_on)
-                    else _failed(encode_exception(timeout))
-                )
+            try:
+                value = await task.fn(*args, **kwargs)
+            except Retry as exc:
+                outcome = _retry_or_fail(task, claim, exc, exc.delay)
+            except Exception as exc:
+                outcome = _retry_or_fail(task, claim, exc, None, options.retry_on)
+            else:
+                outcome = Outcome("done", "succeeded", value)
     finally:
         slot.scope = None
         _current.reset(token)
-    if outcome is not None and not (scope.cancelled_caught and outcome.status == "succeeded"):
+    if outcome is not None and (outcome.status == "succeeded" or slot.interrupt is None):
         return outcome
     if slot.interrupt == "abort":
         return Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted while running"))
-    return Outcome("requeue")
+    if slot.interrupt == "drain":
+        return Outcome("requeue")
+    timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
+    return _retry_or_fail(task, claim, timeout, None, options.retry_on)
 
 
 def _not_started(verdict: str) -> Outcome:
@@ -196,8 +189,15 @@ def _not_started(verdict: str) -> Outcome:
 
 
 def _retry_or_fail(
-    task: Task[Any, Any], claim: Claimed, exc: BaseException, delay: float | None
+    task: Task[Any, Any],
+    claim: Claimed,
+    exc: BaseException,
+    delay: float | None,
+    retry_on: tuple[type[BaseException], ...] = (BaseException,),
 ) -> Outcome:
+    """Retry while retries remain and ``exc`` is retryable; otherwise fail with it as data."""
+    if not isinstance(exc, retry_on):
+        return _failed(encode_exception(exc))
     failures = claim.failures + 1
     if failures <= task.options.retries:
         wait = delay if delay is not None else task.options.backoff.delay(failures)
