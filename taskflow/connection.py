@@ -86,6 +86,8 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
             server = stack.enter_context(EmbeddedRedis.start())
             url = server.url
         client = _client(url, settings, pool_size)
+        # a client built on an explicit pool does not close that pool itself
+        stack.push_async_callback(client.connection_pool.disconnect)
         stack.push_async_callback(client.aclose)
         if not await _reachable(client):
             if settings.embedded == "never" or not EmbeddedRedis.available():
@@ -103,6 +105,7 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
                 server.url,
             )
             client = _client(server.url, settings, pool_size)
+            stack.push_async_callback(client.connection_pool.disconnect)
             stack.push_async_callback(client.aclose)
         yield client
 
