@@ -1,0 +1,1 @@
+"""Integrations of taskflow with other frameworks; each one is an optional extra."""
