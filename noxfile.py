@@ -14,7 +14,7 @@ SOURCES = ["taskflow", "tests", "examples", "benchmarks", "noxfile.py"]
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
 
@@ -22,7 +22,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package (settings in pyproject.toml)."""
-    session.install("-e", ".[dev,fastapi]")
+    session.install("-e", ".[dev,fastapi]", "mypy==2.4.1")
     session.run("mypy")
 
 

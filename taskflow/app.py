@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from .config import Backoff, QueueName, Settings, WorkerSettings, settings_from_env
-from .connection import open_redis
+from .config import Backoff, QueueName, Settings, WorkerSettings, build, settings_from_env
+from .connection import open_redis, redact
 from .errors import ConfigurationError, LifecycleError, UnknownTask
 from .scripts import Scripts
 from .serde import JobPayload, ResultPayload, encode_job, encode_result
@@ -69,9 +69,7 @@ class TaskFlow:
     ) -> None:
         base = settings or Settings()
         if redis_url is not None:
-            base = Settings.model_validate(
-                {**base.model_dump(exclude_unset=True), "redis_url": redis_url}
-            )
+            base = build(Settings, {**base.model_dump(exclude_unset=True), "redis_url": redis_url})
         self.settings = settings_from_env(base)
         self._borrowed = redis
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -79,6 +77,8 @@ class TaskFlow:
         self._stack: AsyncExitStack | None = None
         self._redis: ArqRedis | Redis | None = None
         self._scripts: Scripts | None = None
+        self._url = redact(self.settings.redis_url)
+        self._embedded = False
 
     # -- registry -------------------------------------------------------------------------
 
@@ -220,7 +220,9 @@ class TaskFlow:
             if self._borrowed is not None:
                 self._redis = self._borrowed
             else:
-                self._redis = await stack.enter_async_context(open_redis(self.settings))
+                connection = await stack.enter_async_context(open_redis(self.settings))
+                self._redis = connection.client
+                self._url, self._embedded = connection.url, connection.embedded
             self._scripts = Scripts(self._redis)  # type: ignore[arg-type]
         except BaseException:
             await stack.aclose()
@@ -244,12 +246,23 @@ class TaskFlow:
         self._state = _State.CLOSED
         stack, self._stack = self._stack, None
         self._redis = self._scripts = None
+        self._embedded = False
         if stack is not None:
             await stack.aclose()
 
     @property
     def is_open(self) -> bool:
         return self._state is _State.OPEN
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL in use (after any embedded fallback), password hidden."""
+        return self._url
+
+    @property
+    def embedded(self) -> bool:
+        """True while the app runs on a private embedded redis-server it started."""
+        return self._embedded
 
     @property
     def redis(self) -> ArqRedis:
@@ -362,7 +375,7 @@ class TaskFlow:
             updates["queues"] = tuple(self.queues or [self.settings.default_queue])
         if concurrency is not None:
             updates["concurrency"] = concurrency
-        merged = WorkerSettings.model_validate({**base.model_dump(), **updates})
+        merged = build(WorkerSettings, {**base.model_dump(), **updates})
         return Worker(self, merged, siblings=siblings)
 
 

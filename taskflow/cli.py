@@ -17,7 +17,7 @@ from datetime import timedelta
 import anyio
 
 from .app import TaskFlow
-from .config import WorkerSettings
+from .config import Settings, WorkerSettings, build
 from .errors import ConfigurationError, TaskflowError
 from .heartbeat import live_workers
 
@@ -86,7 +86,7 @@ def _worker_settings(app: TaskFlow, args: argparse.Namespace) -> WorkerSettings:
     if args.lease is not None:
         data["lease"] = timedelta(seconds=args.lease)
         data["heartbeat_interval"] = min(data["heartbeat_interval"], data["lease"] / 3)
-    return WorkerSettings.model_validate(data)
+    return build(WorkerSettings, data, source="the command line")
 
 
 async def _run_worker(app: TaskFlow, settings: WorkerSettings) -> int:
@@ -109,6 +109,16 @@ async def _check(app: TaskFlow, queues: list[str]) -> int:
     return status
 
 
+def _no_silent_embedded(app: TaskFlow) -> None:
+    """A CLI worker or check on a private embedded server would serve nobody: unless the
+    embedded mode was chosen explicitly, fail instead of falling back to one."""
+    if "embedded" in app.settings.model_fields_set or os.environ.get("TASKFLOW_EMBEDDED"):
+        return
+    app.settings = build(
+        Settings, {**app.settings.model_dump(exclude_unset=True), "embedded": "never"}
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskflow`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -118,15 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         app = load_app(args.app)
+        _no_silent_embedded(app)
         if args.command == "worker":
             settings = _worker_settings(app, args)
             return anyio.run(_run_worker, app, settings, backend="asyncio")
         queues = args.queues or app.queues or [app.settings.default_queue]
         return anyio.run(_check, app, queues, backend="asyncio")
     except TaskflowError as exc:
-        print(f"taskflow: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # pydantic validation of command-line values
         print(f"taskflow: error: {exc}", file=sys.stderr)
         return 2
 

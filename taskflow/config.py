@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigurationError
 
 __all__ = (
     "DEFAULT_REDIS_URL",
     "Backoff",
+    "build",
     "Settings",
     "WorkerSettings",
     "settings_from_env",
@@ -169,6 +173,23 @@ class Settings(BaseModel):
         return self
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def build(model: type[M], data: Mapping[str, Any], source: str = "") -> M:
+    """Validate ``data`` as ``model``; a :class:`ConfigurationError` names each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']} "
+            f"(got {err.get('input')!r:.60})"
+            for err in exc.errors(include_url=False)
+        )
+        where = f" from {source}" if source else ""
+        raise ConfigurationError(f"invalid {model.__name__}{where}: {problems}") from None
+
+
 def settings_from_env(
     base: Settings | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -185,4 +206,5 @@ def settings_from_env(
         updates["embedded"] = env["TASKFLOW_EMBEDDED"]
     if not updates:
         return settings
-    return Settings.model_validate({**settings.model_dump(exclude_unset=True), **updates})
+    data = {**settings.model_dump(exclude_unset=True), **updates}
+    return build(Settings, data, source="TASKFLOW_* environment variables")

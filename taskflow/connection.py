@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -32,7 +33,7 @@ from .config import Settings
 from .errors import RedisUnavailable
 from .serde import arq_deserializer, arq_serializer
 
-__all__ = ("CONNECTION_ERRORS", "EmbeddedRedis", "open_redis")
+__all__ = ("CONNECTION_ERRORS", "Connection", "EmbeddedRedis", "open_redis", "redact")
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,22 @@ async def _reachable(client: ArqRedis) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """An open client and where it points."""
+
+    client: ArqRedis
+    url: str  #: the URL actually used, password hidden
+    embedded: bool  #: True when a private embedded server was started for it
+
+
 @asynccontextmanager
-async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterator[ArqRedis]:
+async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterator[Connection]:
     """Open a pooled client for ``settings``; close it (and any embedded server) on exit."""
     async with AsyncExitStack() as stack:
         url = settings.redis_url
-        if settings.embedded == "always":
+        embedded = settings.embedded == "always"
+        if embedded:
             server = stack.enter_context(EmbeddedRedis.start())
             url = server.url
         client = _client(url, settings, pool_size)
@@ -92,7 +103,7 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
         if not await _reachable(client):
             if settings.embedded == "never" or not EmbeddedRedis.available():
                 raise RedisUnavailable(
-                    f"no Redis reachable at {_redact(url)}; fix it in one of three ways: "
+                    f"no Redis reachable at {redact(url)}; fix it in one of three ways: "
                     "set TASKFLOW_REDIS_URL (or Settings.redis_url) to a running server, "
                     "start redis-server on localhost:6379, "
                     "or install taskflow[embedded] to start a private server automatically"
@@ -101,16 +112,17 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
             logger.warning(
                 "no Redis reachable at %s; started an embedded redis-server at %s "
                 "(private to this process, its data ends with it)",
-                _redact(url),
+                redact(url),
                 server.url,
             )
+            url, embedded = server.url, True
             client = _client(server.url, settings, pool_size)
             stack.push_async_callback(client.connection_pool.disconnect)
             stack.push_async_callback(client.aclose)
-        yield client
+        yield Connection(client, redact(url), embedded)
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password."""
     if "@" not in url:
         return url

@@ -1,8 +1,8 @@
 """The package root exports exactly its declared names, and they are all documented."""
 
 from __future__ import annotations
-
 import __future__
+
 import inspect
 import types
 
