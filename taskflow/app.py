@@ -334,7 +334,10 @@ class TaskFlow:
             queue=queue,
             worker=None,
         )
-        ttl = int(self.settings.result_ttl.total_seconds() * 1000)
+        known = self._tasks.get(task)
+        keep = known.options.result_ttl if known is not None else self.settings.result_ttl
+        # as for any finished job: a result_ttl of 0 keeps no result
+        ttl = int(keep.total_seconds() * 1000) or -1
         return await self.scripts.abort(job_id, queue, encode_result(record, [], {}), ttl, now)
 
     # -- graphs ---------------------------------------------------------------------------

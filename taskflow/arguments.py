@@ -143,9 +143,14 @@ class Signature:
     def _split(self, data: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         positional: list[Any] = []
         keywords: dict[str, Any] = {}
+        # with a non-empty *args, every parameter before it must travel positionally too
+        star = next((n for n in data if self._kinds[n] is _P.VAR_POSITIONAL), None)
+        before_star = star is not None and bool(data[star])
         for name, value in data.items():
             kind = self._kinds[name]
-            if kind is _P.POSITIONAL_ONLY:
+            if kind is _P.VAR_POSITIONAL:
+                before_star = False
+            if kind is _P.POSITIONAL_ONLY or (before_star and kind is _P.POSITIONAL_OR_KEYWORD):
                 positional.append(value)
             elif kind is _P.VAR_POSITIONAL:
                 positional.extend(value)
@@ -168,6 +173,7 @@ def _describe(task: str, exc: ValidationError, prefix: tuple[str, ...] = ()) -> 
         got = repr(err.get("input"))
         if len(got) > 60:
             got = got[:57] + "..."
-        parts.append(f"argument {where!r}{path}: {err['msg'].lower()} (got {got})")
+        msg = err["msg"]
+        parts.append(f"argument {where!r}{path}: {msg[:1].lower()}{msg[1:]} (got {got})")
     more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
     return f"{task}(): " + "; ".join(parts) + more

@@ -5,6 +5,7 @@ The environment is read in exactly one place, :func:`settings_from_env`.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Mapping
@@ -59,9 +60,12 @@ class Backoff(BaseModel):
         """Largest delay before the ``retry``-th retry (1-based), in seconds."""
         if retry < 1:
             raise ValueError(f"retry number must be >= 1, got {retry!r}")
-        # min() before the power would overflow for large retry numbers
-        exponent = min(retry - 1, 64)
-        return float(min(self.cap, self.base * self.factor**exponent))
+        # compare in log space first: factor**(retry-1) overflows long before it matters
+        if self.factor > 1 and (retry - 1) * math.log(self.factor) >= math.log(
+            self.cap / self.base
+        ):
+            return float(self.cap)
+        return float(min(self.cap, self.base * self.factor ** (retry - 1)))
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """Delay before the ``retry``-th retry (1-based), in seconds."""

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -47,6 +47,7 @@ class Slot:
     claim: Claimed
     scope: anyio.CancelScope | None = None
     interrupt: Literal["abort", "drain"] | None = None
+    finishing: bool = False  #: its outcome is being written; its lease needs no renewal
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +129,10 @@ def _prepare(
     return payload, task, None
 
 
-async def _run_body(
-    worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]
-) -> Outcome:
-    claim = slot.claim
+async def _arguments(
+    worker: Worker, claim: Claimed, payload: JobPayload, task: Task[Any, Any]
+) -> tuple[list[Any], dict[str, Any]] | Outcome:
+    """Validated call arguments; a graph node's come from its parents' results."""
     raw_args, raw_kwargs = payload.args, payload.kwargs
     if payload.graph is not None:
         run_id, index = payload.graph
@@ -140,10 +141,20 @@ async def _run_body(
             return _not_started(start.verdict)
         raw_args, raw_kwargs = start.args, start.kwargs
     try:
-        args, kwargs = task.signature.decode(raw_args, raw_kwargs)
+        return task.signature.decode(raw_args, raw_kwargs)
     except ArgumentError as exc:
         logger.error("job %s rejected: %s", claim.job_id, exc)
         return _failed(encode_exception(exc))
+
+
+async def _run_body(
+    worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]
+) -> Outcome:
+    claim = slot.claim
+    arguments = await _arguments(worker, claim, payload, task)
+    if isinstance(arguments, Outcome):
+        return arguments
+    args, kwargs = arguments
     options = task.options
     context = JobContext(
         job_id=claim.job_id,
@@ -161,6 +172,8 @@ async def _run_body(
     try:
         with anyio.CancelScope(deadline=deadline) as scope:
             slot.scope = scope
+            if slot.interrupt is not None:  # interrupted before its body started
+                scope.cancel()
             try:
                 value = await task.fn(*args, **kwargs)
             except Retry as exc:
@@ -218,6 +231,7 @@ async def _record(
     node: tuple[str, int] | None,
 ) -> None:
     claim = slot.claim
+    slot.finishing = True
     finish = now_ms()
     result = b""
     ttl = -1
@@ -314,19 +328,33 @@ def _encode(
     )
     args = payload.args if payload else []
     kwargs = payload.kwargs if payload else {}
+    limit = settings.max_payload_bytes
+    what = f"result of job {claim.job_id!r}"
     try:
         data = encode_result(record, args, kwargs)
-        return check_size(f"result of job {claim.job_id!r}", data, settings.max_payload_bytes), ttl
+        if len(data) > limit and (args or kwargs):
+            # arq repeats the arguments in the result; they are the first thing to go
+            data = encode_result(record, [], {})
+        if outcome.status != "succeeded" and len(data) > limit:
+            # a failure record is taskflow's own data: shorten it rather than lose it
+            data = encode_result(replace(record, value=_shorten(record.value)), [], {})
+            return data, ttl
+        return check_size(what, data, limit), ttl
     except (SerializationError, PayloadTooLarge) as exc:
         logger.error("job %s: result not stored: %s", claim.job_id, exc)
-        failed = ResultPayload(
-            **{
-                **{f: getattr(record, f) for f in record.__dataclass_fields__},
-                "status": "failed",
-                "value": _error("taskflow.ResultNotEncodable", str(exc)),
-            }
+        failed = replace(
+            record, status="failed", value=_error("taskflow.ResultNotEncodable", str(exc))
         )
         return encode_result(failed, [], {}), ttl
+
+
+def _shorten(error: Any) -> Any:
+    """A failure record cut to a few KiB: long strings keep their head."""
+    if not isinstance(error, dict):
+        return error
+    return {
+        k: v[:2000] + "..." if isinstance(v, str) and len(v) > 2000 else v for k, v in error.items()
+    }
 
 
 async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitable[int]]) -> None:

@@ -78,12 +78,15 @@ class Heartbeat:
                 pipe.set(keys.worker(worker.id), orjson.dumps(record), px=lease_ms)
                 pipe.zadd(keys.WORKERS, {worker.id: now})
                 await pipe.execute()
-            lost = await worker.app.scripts.renew(list(worker.running), worker.id, lease_ms)
+            renewing = [j for j, slot in worker.running.items() if not slot.finishing]
+            lost = await worker.app.scripts.renew(renewing, worker.id, lease_ms)
         except CONNECTION_ERRORS as exc:
             logger.warning("heartbeat of %s failed: %s", worker.id, exc)
             return
         for job_id in lost:
-            logger.warning("job %s: lease lost; another worker may be running it", job_id)
+            slot = worker.running.get(job_id)
+            if slot is not None and not slot.finishing:  # else it just finished: no loss
+                logger.warning("job %s: lease lost; another worker may be running it", job_id)
 
 
 class AbortWatcher:

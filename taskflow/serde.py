@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel
 
 from .errors import PayloadTooLarge, SerializationError
+from .keys import queue_name_of
 
 __all__ = (
     "RAW_KEEP_BYTES",
@@ -246,6 +247,6 @@ def decode_result(raw: bytes, job_id: str) -> ResultPayload:
         enqueue_ms=int(data.get("et") or 0),
         start_ms=int(data.get("st") or 0),
         finish_ms=int(data.get("ft") or 0),
-        queue=str(data.get("q", "")),
+        queue=queue_name_of(str(data.get("q", ""))),  # plain arq workers store the key
         worker=data.get("w"),
     )

@@ -78,9 +78,12 @@ class Worker:
         self.queues = list(settings.queues)
         self.siblings: list[Sibling] = [Heartbeat(), AbortWatcher(), *siblings]
         self.running: dict[str, Slot] = {}
+        self._successors: dict[str, Slot] = {}
         self.counts: Counter[str] = Counter()
         self.started_ms = 0
         self.abandon_finishes = False
+        self._hurry = False  # a second signal: skip the grace period
+        self._grace: anyio.CancelScope | None = None
         self._state = _State.NEW
         self._stop = anyio.Event()
         self._wake = anyio.Event()
@@ -173,7 +176,7 @@ class Worker:
                     logger.warning(
                         "second %s: skipping the grace period", signal.Signals(signum).name
                     )
-                    self._interrupt_all("drain")
+                    self.hurry()
                 else:
                     logger.info("%s: draining", signal.Signals(signum).name)
                     self.stop()
@@ -196,7 +199,7 @@ class Worker:
         backoff = 0.05
         outage = False
         while not self._stop.is_set():
-            free = self.settings.concurrency - len(self.running)
+            free = self.settings.concurrency - len(self.running) - len(self._successors)
             if free <= 0:
                 await self._sleep(None)
                 continue
@@ -216,11 +219,7 @@ class Worker:
                 outage, backoff = False, 0.05
             order.append(order.pop(0))  # rotate, so no queue starves the others
             for claim in claimed:
-                slot = Slot(claim)
-                self.running[claim.job_id] = slot
-                self._idle = anyio.Event()
-                assert self._jobs is not None
-                self._jobs.start_soon(self._run_slot, slot, name=f"job {claim.job_id}")
+                self._start(Slot(claim))
             if len(claimed) < free:
                 await self._sleep(poll)
 
@@ -229,11 +228,29 @@ class Worker:
             await self._wake.wait()
         self._wake = anyio.Event()
 
+    def _start(self, slot: Slot) -> None:
+        job_id = slot.claim.job_id
+        if job_id in self.running:
+            # a job retried with no delay can be claimed again before its previous attempt
+            # has left `running`: start it when that attempt is done
+            self._successors[job_id] = slot
+            return
+        if self._hurry:
+            slot.interrupt = "drain"  # never starts its body: requeued at once
+        self.running[job_id] = slot
+        self._idle = anyio.Event()
+        assert self._jobs is not None
+        self._jobs.start_soon(self._run_slot, slot, name=f"job {job_id}")
+
     async def _run_slot(self, slot: Slot) -> None:
+        job_id = slot.claim.job_id
         try:
             await execute(self, slot)
         finally:
-            del self.running[slot.claim.job_id]
+            del self.running[job_id]
+            successor = self._successors.pop(job_id, None)
+            if successor is not None:
+                self._start(successor)
             self._wake.set()
             if not self.running:
                 self._idle.set()
@@ -243,18 +260,32 @@ class Worker:
 
     # -- interruption and shutdown --------------------------------------------------------
 
+    def hurry(self) -> None:
+        """Stop now: skip what is left of the grace period and requeue running jobs."""
+        self._hurry = True
+        self.stop()
+        if self._grace is not None:
+            self._grace.cancel()
+        self._interrupt_all("drain")
+
     def interrupt(self, job_id: str, reason: str) -> bool:
-        """Cancel a running job's body; ``reason`` is "abort" or "drain"."""
+        """Cancel a running job's body; ``reason`` is "abort" or "drain".
+
+        A job whose body has not started yet is marked, and never starts.
+        """
         slot = self.running.get(job_id)
-        if slot is None or slot.scope is None:
+        if slot is None or slot.finishing or slot.interrupt is not None:
             return False
         slot.interrupt = "abort" if reason == "abort" else "drain"
-        slot.scope.cancel()
+        if slot.scope is not None:
+            slot.scope.cancel()
         return True
 
     def _interrupt_all(self, reason: str) -> None:
         for job_id in list(self.running):
             self.interrupt(job_id, reason)
+        for slot in self._successors.values():
+            slot.interrupt = "drain"
 
     async def _drain(self) -> None:
         await self._loop_done.wait()
@@ -262,10 +293,12 @@ class Worker:
             return
         grace = self.settings.grace_period.total_seconds()
         logger.info("draining: %d jobs running, grace period %gs", len(self.running), grace)
-        with anyio.move_on_after(grace):
-            await self._idle.wait()
+        if not self._hurry:
+            with anyio.move_on_after(grace) as self._grace:
+                await self._idle.wait()
         if self.running:
             logger.warning("grace period over: requeueing %d running jobs", len(self.running))
+            self._hurry = True
             self._interrupt_all("drain")
             with anyio.move_on_after(grace + 5):
                 await self._idle.wait()

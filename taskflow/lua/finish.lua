@@ -1,7 +1,8 @@
 -- End one attempt of a claimed job, only if the caller still holds the claim.
 -- KEYS: 1 in-progress, 2 job, 3 retry counter, 4 result, 5 queue, 6 abort set, 7 failures
 -- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 result payload,
---       5 result ttl ms (0 keeps forever, negative stores none), 6 score for retry/requeue
+--       5 result ttl ms (0 keeps forever, as arq's keep_result_forever; negative stores none;
+--       taskflow's result_ttl=0 sends -1), 6 score for retry/requeue
 -- Returns 1 when applied, 2 when the job already has a result (a repeated call),
 -- 0 when the claim was lost (lease lapsed and another worker took the job).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

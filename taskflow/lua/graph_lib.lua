@@ -57,9 +57,12 @@ local function settle(run_id, first, first_state, now, expiry)
           local rule = redis.call('HGET', TRIGGER, c)
           local verdict = nil
           if rule == 'all_success' then
+            -- a failure decides at once; skipped-or-run waits for every parent, since a
+            -- later failure must still win over an earlier skip
             if bad > 0 then verdict = 'upstream_failed'
-            elseif skip > 0 then verdict = 'skipped'
-            elseif pending == 0 then verdict = 'run' end
+            elseif pending == 0 then
+              if skip > 0 then verdict = 'skipped' else verdict = 'run' end
+            end
           elseif rule == 'none_failed' then
             if bad > 0 then verdict = 'skipped'
             elseif pending == 0 then verdict = 'run' end

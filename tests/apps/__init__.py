@@ -1,0 +1,1 @@
+"""Importable apps that tests run in worker subprocesses (``tests.apps.<module>:app``)."""
