@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import taskflow
-from taskflow.serde import ResultPayload
+from taskflow import JobResult
 
 QUEUE = "quickstart"
 
@@ -120,11 +120,11 @@ EXPECTED = {
 
 async def wait_for_results(
     handles: list[taskflow.JobHandle[Any]],
-    on_finished: Callable[[ResultPayload], None],
+    on_finished: Callable[[JobResult], None],
     deadline: float,
-) -> dict[str, ResultPayload]:
+) -> dict[str, JobResult]:
     """Poll result records until every job has one (or ``deadline`` seconds pass)."""
-    records: dict[str, ResultPayload] = {}
+    records: dict[str, JobResult] = {}
     pending = list(handles)
     stop_at = time.monotonic() + deadline
     while pending and time.monotonic() < stop_at:
@@ -145,8 +145,8 @@ async def wait_for_results(
     return records
 
 
-def summary_table(records: list[ResultPayload]) -> Table:
-    by_task: dict[str, list[ResultPayload]] = defaultdict(list)
+def summary_table(records: list[JobResult]) -> Table:
+    by_task: dict[str, list[JobResult]] = defaultdict(list)
     for record in records:
         by_task[record.task].append(record)
     table = Table(
@@ -200,7 +200,7 @@ class Reporter:
         if self.progress is not None:
             self.progress.stop()
 
-    def finished(self, record: ResultPayload) -> None:
+    def finished(self, record: JobResult) -> None:
         before = self.done * 4 // self.total
         self.done += 1
         self.failed += record.status != "succeeded"

@@ -32,6 +32,7 @@ from .errors import (
 from .graph import Graph, Node, NodeState, Trigger
 from .heartbeat import WorkerInfo, live_workers
 from .resolver import NodeStatus, RunHandle, RunStatus
+from .serde import JobResult
 from .task import JobContext, JobHandle, JobStatus, Task, current_job
 from .worker import Sibling, Worker
 
@@ -47,6 +48,7 @@ __all__ = (
     "JobContext",
     "JobHandle",
     "JobNotFound",
+    "JobResult",
     "JobStatus",
     "LifecycleError",
     "LookupMiss",

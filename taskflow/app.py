@@ -17,7 +17,7 @@ from .config import Backoff, QueueName, Settings, WorkerSettings, build, setting
 from .connection import open_redis, redact
 from .errors import ConfigurationError, LifecycleError, UnknownTask
 from .scripts import Scripts
-from .serde import JobPayload, ResultPayload, encode_job, encode_result
+from .serde import JobPayload, JobResult, encode_job, encode_result
 from .task import JobHandle, Task, TaskOptions, now_ms
 
 if TYPE_CHECKING:
@@ -318,7 +318,7 @@ class TaskFlow:
 
     async def abort_job(self, job_id: str, task: str, queue: str) -> int:
         now = now_ms()
-        record = ResultPayload(
+        record = JobResult(
             job_id=job_id,
             task=task,
             status="cancelled",

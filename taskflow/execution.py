@@ -22,7 +22,7 @@ from .scripts import Claimed
 from .serde import (
     CorruptPayload,
     JobPayload,
-    ResultPayload,
+    JobResult,
     check_size,
     corrupt_error,
     decode_job,
@@ -314,7 +314,7 @@ def _encode(
     ttl = int(ttl_td.total_seconds() * 1000)
     if ttl == 0:
         return b"", -1
-    record = ResultPayload(
+    record = JobResult(
         job_id=claim.job_id,
         task=payload.task if payload else "",
         status=outcome.status,

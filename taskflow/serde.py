@@ -24,7 +24,7 @@ __all__ = (
     "RAW_KEEP_BYTES",
     "CorruptPayload",
     "JobPayload",
-    "ResultPayload",
+    "JobResult",
     "arq_deserializer",
     "arq_serializer",
     "check_size",
@@ -185,7 +185,7 @@ def corrupt_error(exc: CorruptPayload) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class ResultPayload:
+class JobResult:
     """A finished job as stored in ``arq:result:<id>``."""
 
     job_id: str
@@ -204,7 +204,7 @@ class ResultPayload:
         return self.status == "succeeded"
 
 
-def encode_result(r: ResultPayload, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+def encode_result(r: JobResult, args: list[Any], kwargs: dict[str, Any]) -> bytes:
     """Encode a result in arq's layout; raises SerializationError if the value cannot be."""
     return dumps(
         {
@@ -225,7 +225,7 @@ def encode_result(r: ResultPayload, args: list[Any], kwargs: dict[str, Any]) -> 
     )
 
 
-def decode_result(raw: bytes, job_id: str) -> ResultPayload:
+def decode_result(raw: bytes, job_id: str) -> JobResult:
     """Decode a result written by taskflow or by a plain arq worker using :func:`arq_serializer`."""
     try:
         data = orjson.loads(raw)
@@ -238,7 +238,7 @@ def decode_result(raw: bytes, job_id: str) -> ResultPayload:
     status = data.get("status") or ("succeeded" if success else "failed")
     if not success and not isinstance(value, dict):
         value = {"type": "Exception", "message": str(value), "traceback": ""}
-    return ResultPayload(
+    return JobResult(
         job_id=str(data.get("id") or job_id),
         task=str(data.get("f", "")),
         status=str(status),

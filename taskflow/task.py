@@ -16,7 +16,7 @@ from . import keys
 from .arguments import Signature
 from .config import Backoff
 from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed
-from .serde import ResultPayload, decode_result
+from .serde import JobResult, decode_result
 
 if TYPE_CHECKING:
     from .app import TaskFlow
@@ -156,7 +156,7 @@ class JobHandle(Generic[R]):
             raw, running, score, failures, exists = await pipe.execute()
         return raw, bool(running), score, int(failures or 0), bool(exists)
 
-    async def info(self) -> ResultPayload | None:
+    async def info(self) -> JobResult | None:
         """The stored result record, or None while the job has not finished."""
         raw = await self.app.redis.get(keys.result(self.job_id))
         return None if raw is None else decode_result(raw, self.job_id)

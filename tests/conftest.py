@@ -44,8 +44,13 @@ def make_app(queue_name: str) -> Iterator[type[taskflow.TaskFlow]]:
     """Build unopened apps on the test Redis whose default queue is this test's."""
 
     def factory(**settings: object) -> taskflow.TaskFlow:
-        base = {"redis_url": REDIS_URL, "embedded": "never", "default_queue": queue_name,
-                "worker": FAST_WORKER, **settings}
+        base = {
+            "redis_url": REDIS_URL,
+            "embedded": "never",
+            "default_queue": queue_name,
+            "worker": FAST_WORKER,
+            **settings,
+        }
         return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base))
 
     yield factory  # type: ignore[misc]

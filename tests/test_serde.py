@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 import taskflow
 from taskflow import serde
-from taskflow.serde import CorruptPayload, JobPayload, ResultPayload
+from taskflow.serde import CorruptPayload, JobPayload, JobResult
 
 LIMIT = 512 * 1024
 
@@ -221,7 +221,7 @@ def test_result_round_trip(
 ) -> None:
     if status != "succeeded":
         value = {"type": "ValueError", "message": str(value), "traceback": ""}
-    record = ResultPayload("job-1", "task", status, value, attempt, *times, queue, worker)
+    record = JobResult("job-1", "task", status, value, attempt, *times, queue, worker)
     raw = serde.encode_result(record, args, {"k": 1})
     back = serde.decode_result(raw, "job-1")
     assert back == record
@@ -236,7 +236,7 @@ def test_result_round_trip(
 
 
 def test_encode_result_unencodable_value() -> None:
-    record = ResultPayload("j", "t", "succeeded", object(), 1, 0, 0, 0, "q", None)
+    record = JobResult("j", "t", "succeeded", object(), 1, 0, 0, 0, "q", None)
     with pytest.raises(taskflow.SerializationError):
         serde.encode_result(record, [], {})
 

@@ -46,7 +46,7 @@ from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import LifecycleError
 from ..heartbeat import WorkerInfo, live_workers
-from ..serde import ResultPayload
+from ..serde import JobResult
 from ..task import JobStatus, now_ms
 
 __all__ = (
@@ -289,7 +289,7 @@ class JobReport(BaseModel):
     error: JobError | None = Field(None, description="The error, when it failed or was cancelled.")
 
     @classmethod
-    def from_record(cls, record: ResultPayload) -> JobReport:
+    def from_record(cls, record: JobResult) -> JobReport:
         """Build the report of a finished job's stored result."""
         error = None
         if not record.success:
