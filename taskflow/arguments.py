@@ -71,6 +71,10 @@ class Signature:
             f"{task_name}_arguments", __config__=config, **fields
         )
 
+    def bind(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError unless the arguments fit the signature (no type checks)."""
+        self._sig.bind(*args, **kwargs)
+
     def _validate(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> BaseModel:
         try:
             bound = self._sig.bind(*args, **kwargs)

@@ -360,10 +360,8 @@ def _unique(nodes: Sequence[Node]) -> list[Node]:
 def _check_binding(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], node: str
 ) -> None:
-    """Arguments must fit the signature; values without nodes are validated now."""
-    import inspect
-
+    """Arguments must fit the signature (types are checked at submit and by the worker)."""
     try:
-        inspect.signature(task.fn).bind(*args, **kwargs)
+        task.signature.bind(args, kwargs)
     except TypeError as exc:
         raise GraphError(f"node {node!r}: {task.name}(): {exc}") from None

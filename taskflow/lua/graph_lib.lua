@@ -6,6 +6,16 @@ local META, NODES, STATE, PENDING, BAD, SKIP, CHILDREN, DPARENTS, TRIGGER, QUEUE
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, skipped = true,
   upstream_failed = true}
 
+-- keys written after submission expire with the run's other keys (meta.expires_ms), so a run
+-- that never ends leaves nothing behind
+local function keep_expiry(...)
+  local deadline = redis.call('HGET', META, 'expires_ms')
+  if not deadline then return end
+  for _, key in ipairs({...}) do
+    if redis.call('PTTL', key) == -1 then redis.call('PEXPIREAT', key, deadline) end
+  end
+end
+
 -- a node reached a terminal state: record it and count it towards the run's end
 local function set_terminal(i, st, result, now)
   redis.call('HSET', STATE, i, st)
@@ -88,8 +98,12 @@ end
 
 -- when every node has ended: the run's final status, and the retention clock starts
 local function complete_if_done(now, retention)
-  local meta = redis.call('HMGET', META, 'done', 'total', 'status', 'failed', 'cancel')
+  local meta = redis.call('HMGET', META, 'done', 'total', 'status', 'failed', 'cancel',
+    'retention_ms')
+  keep_expiry(TIMING, RESULTS, BAD, SKIP)
   if meta[3] ~= 'running' or tonumber(meta[1]) < tonumber(meta[2]) then return end
+  -- the retention chosen at submission wins over the finishing worker's setting
+  retention = tonumber(meta[6] or retention)
   local final = 'succeeded'
   if meta[5] == '1' then final = 'cancelled'
   elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
