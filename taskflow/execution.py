@@ -365,11 +365,10 @@ async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitabl
         while not worker.abandon_finishes:
             try:
                 reply = await call()
+                worker.redis_ok()
                 break
             except CONNECTION_ERRORS as exc:
-                logger.warning(
-                    "finishing job %s: Redis unreachable (%s), retrying", claim.job_id, exc
-                )
+                worker.redis_failed(f"finishing job {claim.job_id}", exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, cap)
         else:

@@ -81,8 +81,9 @@ class Heartbeat:
             renewing = [j for j, slot in worker.running.items() if not slot.finishing]
             lost = await worker.app.scripts.renew(renewing, worker.id, lease_ms)
         except CONNECTION_ERRORS as exc:
-            logger.warning("heartbeat of %s failed: %s", worker.id, exc)
+            worker.redis_failed("renewing the heartbeat", exc)
             return
+        worker.redis_ok()
         for job_id in lost:
             slot = worker.running.get(job_id)
             if slot is not None and not slot.finishing:  # else it just finished: no loss

@@ -83,6 +83,7 @@ class Worker:
         self.started_ms = 0
         self.abandon_finishes = False
         self._hurry = False  # a second signal: skip the grace period
+        self._outage = False
         self._grace: anyio.CancelScope | None = None
         self._state = _State.NEW
         self._stop = anyio.Event()
@@ -197,7 +198,6 @@ class Worker:
         self, order: list[str], lease_ms: int, poll: float, cap: float
     ) -> None:
         backoff = 0.05
-        outage = False
         while not self._stop.is_set():
             free = self.settings.concurrency - len(self.running) - len(self._successors)
             if free <= 0:
@@ -206,22 +206,37 @@ class Worker:
             try:
                 claimed = await self.app.scripts.claim(order, now_ms(), free, self.id, lease_ms)
             except CONNECTION_ERRORS as exc:
-                if not outage:
-                    logger.warning(
-                        "Redis unreachable (%s); retrying with backoff up to %gs", exc, cap
-                    )
-                outage = True
+                self.redis_failed("claiming", exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, cap)
                 continue
-            if outage:
-                logger.info("Redis reachable again; claiming resumed")
-                outage, backoff = False, 0.05
+            self.redis_ok()
+            backoff = 0.05
             order.append(order.pop(0))  # rotate, so no queue starves the others
             for claim in claimed:
                 self._start(Slot(claim))
             if len(claimed) < free:
                 await self._sleep(poll)
+
+    def redis_failed(self, doing: str, exc: BaseException) -> None:
+        """Note that Redis did not answer; logs once per outage, not once per call."""
+        if not self._outage:
+            self._outage = True
+            logger.warning(
+                "Redis unreachable while %s (%s); running jobs go on, Redis calls are retried "
+                "with backoff up to %gs",
+                doing,
+                exc,
+                self.settings.reconnect_backoff_cap.total_seconds(),
+            )
+        else:
+            logger.debug("Redis still unreachable while %s: %s", doing, exc)
+
+    def redis_ok(self) -> None:
+        """Note that Redis answered; logs the end of an outage."""
+        if self._outage:
+            self._outage = False
+            logger.info("Redis reachable again")
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(seconds):
