@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
+from . import keys
 from .config import Backoff, QueueName, Settings, WorkerSettings, build, settings_from_env
 from .connection import open_redis, redact
-from .errors import ConfigurationError, LifecycleError, UnknownTask
+from .errors import ConfigurationError, LifecycleError, PayloadError, UnknownTask
+from .notify import ResultListener
 from .scripts import Scripts
 from .serde import JobPayload, JobResult, encode_job, encode_result
 from .task import JobHandle, Task, TaskOptions, now_ms
@@ -79,6 +81,7 @@ class TaskFlow:
         self._scripts: Scripts | None = None
         self._url = redact(self.settings.redis_url)
         self._embedded = False
+        self._listener: ResultListener | None = None
 
     # -- registry -------------------------------------------------------------------------
 
@@ -224,6 +227,8 @@ class TaskFlow:
                 self._redis = connection.client
                 self._url, self._embedded = connection.url, connection.embedded
             self._scripts = Scripts(self._redis)  # type: ignore[arg-type]
+            self._listener = ResultListener(self._redis)
+            stack.push_async_callback(self._listener.aclose)
         except BaseException:
             await stack.aclose()
             raise
@@ -246,6 +251,7 @@ class TaskFlow:
         self._state = _State.CLOSED
         stack, self._stack = self._stack, None
         self._redis = self._scripts = None
+        self._listener = None
         self._embedded = False
         if stack is not None:
             await stack.aclose()
@@ -274,6 +280,13 @@ class TaskFlow:
             )
         return self._redis  # type: ignore[return-value]
 
+    async def result_listener(self) -> ResultListener:
+        """The app's subscription for finished jobs and runs, subscribed on first use."""
+        if self._listener is None:
+            raise LifecycleError(f"the TaskFlow app is {self._state.value}; open it first")
+        await self._listener.subscribe()
+        return self._listener
+
     @property
     def scripts(self) -> Scripts:
         if self._scripts is None:
@@ -297,20 +310,66 @@ class TaskFlow:
         _job_id: str | None = None,
         _queue: str | None = None,
     ) -> JobHandle[Any]:
-        wire_args, wire_kwargs = task.signature.encode(args, kwargs)
+        """Enqueue one call of ``task``; see :meth:`Task.enqueue`."""
         now = now_ms()
         score = now + _defer_ms(now, _delay, _defer_until)
         job_id = _job_id if _job_id is not None else uuid.uuid4().hex
         if not job_id or len(job_id) > 200:
             raise ConfigurationError(f"_job_id must be 1-200 characters, got {job_id!r}")
         queue = _queue or task.options.queue
-        payload = encode_job(
+        payload = self._payload(task, args, kwargs, now)
+        expiry = score - now + int(self.settings.job_ttl.total_seconds() * 1000)
+        [enqueued] = await self.scripts.enqueue(queue, expiry, [(job_id, payload, score)])
+        return JobHandle(self, job_id, task.name, queue, enqueued=enqueued)
+
+    async def enqueue_calls(
+        self,
+        task: Task[Any, Any],
+        calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        _delay: float | timedelta | None = None,
+        _defer_until: datetime | None = None,
+        _queue: str | None = None,
+        chunk: int = 1000,
+    ) -> list[JobHandle[Any]]:
+        """Enqueue many calls of ``task`` in one round trip; see :meth:`Task.enqueue_many`.
+
+        Every call is validated and encoded before anything is written, and the write is
+        one MULTI/EXEC: all the jobs are enqueued, or none.
+        """
+        now = now_ms()
+        score = now + _defer_ms(now, _delay, _defer_until)
+        queue = _queue or task.options.queue
+        jobs: list[tuple[str, bytes, int]] = []
+        for position, (args, kwargs) in enumerate(calls):
+            try:
+                payload = self._payload(task, args, kwargs, now)
+            except PayloadError as exc:
+                raise type(exc)(f"call {position}: {exc}") from None
+            jobs.append((uuid.uuid4().hex, payload, score))
+        expiry = score - now + int(self.settings.job_ttl.total_seconds() * 1000)
+        if jobs:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                # redis-py loads the script before the transaction, so EVALSHA cannot fail
+                # half-way with NOSCRIPT
+                for start in range(0, len(jobs), chunk):
+                    argv: list[Any] = [expiry]
+                    for job_id, payload, job_score in jobs[start : start + chunk]:
+                        argv += [job_id, payload, job_score]
+                    await self.scripts.enqueue_script(
+                        keys=[keys.queue(queue)], args=argv, client=pipe
+                    )
+                await pipe.execute()
+        return [JobHandle(self, job_id, task.name, queue) for job_id, _, _ in jobs]
+
+    def _payload(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], now: int
+    ) -> bytes:
+        wire_args, wire_kwargs = task.signature.encode(args, kwargs)
+        return encode_job(
             JobPayload(task.name, wire_args, wire_kwargs, None, now),
             self.settings.max_payload_bytes,
         )
-        expiry = score - now + int(self.settings.job_ttl.total_seconds() * 1000)
-        enqueued = await self.scripts.enqueue(job_id, queue, payload, expiry, score)
-        return JobHandle(self, job_id, task.name, queue, enqueued=enqueued)
 
     def job(self, job_id: str, *, task: str = "", queue: str | None = None) -> JobHandle[Any]:
         """A handle on an existing job, e.g. one enqueued by another process."""

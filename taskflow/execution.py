@@ -136,7 +136,9 @@ async def _arguments(
     raw_args, raw_kwargs = payload.args, payload.kwargs
     if payload.graph is not None:
         run_id, index = payload.graph
-        start = await start_node(worker.app, run_id, index, worker.id, claim.attempt)
+        start = await start_node(
+            worker.app, run_id, index, worker.id, claim.attempt, via=worker.batcher
+        )
         if start.verdict != "run":
             return _not_started(start.verdict)
         raw_args, raw_kwargs = start.args, start.kwargs
@@ -268,6 +270,7 @@ async def _record(
                 score_ms=score,
                 retention_ms=int(settings.run_retention.total_seconds() * 1000),
                 expiry_ms=int(settings.job_ttl.total_seconds() * 1000),
+                via=worker.batcher,
             )
     else:
 
@@ -280,6 +283,7 @@ async def _record(
                 result=result,
                 result_ttl_ms=ttl,
                 score_ms=score,
+                via=worker.batcher,
             )
 
     await finish_job(worker, claim, call)

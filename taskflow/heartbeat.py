@@ -78,8 +78,12 @@ class Heartbeat:
                 pipe.set(keys.worker(worker.id), orjson.dumps(record), px=lease_ms)
                 pipe.zadd(keys.WORKERS, {worker.id: now})
                 await pipe.execute()
-            renewing = [j for j, slot in worker.running.items() if not slot.finishing]
-            lost = await worker.app.scripts.renew(renewing, worker.id, lease_ms)
+            renewing = [
+                (job_id, slot.claim.queue)
+                for job_id, slot in worker.running.items()
+                if not slot.finishing
+            ]
+            lost = await worker.app.scripts.renew(renewing, worker.id, lease_ms, now_ms())
         except CONNECTION_ERRORS as exc:
             worker.redis_failed("renewing the heartbeat", exc)
             return

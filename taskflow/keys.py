@@ -22,10 +22,12 @@ __all__ = (
     "failures",
     "in_progress",
     "job",
+    "notify",
     "queue",
     "queue_name_of",
     "result",
     "retry",
+    "wake_channel",
     "worker",
 )
 
@@ -66,6 +68,16 @@ def retry(job_id: str) -> str:
 def failures(job_id: str) -> str:
     """taskflow's count of failed attempts, to tell failures from lost workers."""
     return "taskflow:failures:" + job_id
+
+
+def wake_channel(queue_name: str) -> str:
+    """Pub/sub channel on which enqueues wake a queue's idle workers."""
+    return "taskflow:wake:" + queue(queue_name)
+
+
+def notify(job_or_run_id: str) -> str:
+    """Holds the channel of a client waiting for this job or run to finish."""
+    return "taskflow:notify:" + job_or_run_id
 
 
 def worker(worker_id: str) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .app import TaskFlow
+    from .batcher import Batcher
     from .graph import Graph
 
 __all__ = ("NodeStart", "NodeStatus", "RunHandle", "RunStatus", "start_node", "submit_graph")
@@ -107,14 +108,19 @@ class NodeStart:
 
 
 async def start_node(
-    app: TaskFlow, run_id: str, index: int, worker_id: str, attempt: int
+    app: TaskFlow,
+    run_id: str,
+    index: int,
+    worker_id: str,
+    attempt: int,
+    via: Batcher | None = None,
 ) -> NodeStart:
     """Mark a node running and build its arguments from its parents' results.
 
     A data parent that did not succeed (possible under ``all_done``/``any_failed``) is
     passed as ``None``.
     """
-    reply = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt)
+    reply = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt, via)
     verdict = reply[0].decode()
     if verdict != "run":
         return NodeStart(verdict)
@@ -231,7 +237,7 @@ class RunHandle:
         return {i: orjson.loads(r) for i, r in zip(bad, raw, strict=True) if r is not None}
 
     async def wait(
-        self, timeout: float | None = None, *, poll_interval: float = 0.05
+        self, timeout: float | None = None, *, poll_interval: float = 0.25
     ) -> dict[str, Any]:
         """Wait for the run to end; return ``{node name: result}`` of the nodes that succeeded.
 
@@ -240,18 +246,28 @@ class RunHandle:
         :raises RunNotFound: the run is unknown or expired.
         """
         meta_key = keys.run(self.run_id, "meta")
-        delay = 0.001
-        with anyio.move_on_after(timeout):
-            while True:
-                state = await cast(
-                    "Awaitable[bytes | None]", self.app.redis.hget(meta_key, "status")
-                )
-                if state is None:
-                    raise RunNotFound(self.run_id)
-                if state.decode() in _FINAL:
-                    return await self._outcome()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, poll_interval)
+        listener = await self.app.result_listener()
+        future = listener.expect(self.run_id)
+        notify = True
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    async with self.app.redis.pipeline(transaction=False) as pipe:
+                        if notify:  # before the read, so the run's end is certain to reach us
+                            pipe.sadd(keys.notify(self.run_id), listener.channel)
+                            pipe.expire(keys.notify(self.run_id), int(timeout or 86400) + 1)
+                        pipe.hget(meta_key, "status")
+                        state = (await pipe.execute())[-1]
+                    notify = False
+                    if state is None:
+                        raise RunNotFound(self.run_id)
+                    if state.decode() in _FINAL:
+                        return await self._outcome()
+                    await listener.wait(future, poll_interval)
+                    if future.done():
+                        future = listener.expect(self.run_id)
+        finally:
+            listener.forget(self.run_id, future)
         raise ResultTimeout(self.run_id, timeout or 0.0, what="run")
 
     async def _outcome(self) -> dict[str, Any]:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from arq.connections import ArqRedis
     from redis.commands.core import AsyncScript
 
+    from .batcher import Batcher
+
 __all__ = ("Claimed", "Scripts")
 
 
@@ -59,6 +61,7 @@ class Scripts:
 
     def __init__(self, redis: ArqRedis) -> None:
         self._enqueue: AsyncScript = redis.register_script(_source("enqueue"))
+        self.enqueue_script = self._enqueue  # for callers that pipeline several enqueues
         self._claim: AsyncScript = redis.register_script(_source("claim"))
         self._finish: AsyncScript = redis.register_script(_source("finish"))
         self._abort: AsyncScript = redis.register_script(_source("abort"))
@@ -68,20 +71,27 @@ class Scripts:
         self._cancel_run: AsyncScript = redis.register_script(_graph_source("cancel_run"))
 
     async def enqueue(
-        self, job_id: str, queue: str, payload: bytes, expiry_ms: int, score_ms: int
-    ) -> bool:
-        """Write the job and add it to its queue; False if the id is taken."""
-        done = await self._enqueue(
-            keys=[keys.job(job_id), keys.result(job_id), keys.queue(queue)],
-            args=[job_id, payload, max(expiry_ms, 1), score_ms],
-        )
-        return bool(done)
+        self, queue: str, expiry_ms: int, jobs: list[tuple[str, bytes, int]]
+    ) -> list[bool]:
+        """Write jobs ``(id, payload, score ms)`` and add them to ``queue``; for each, False
+        if its id was taken. Wakes the queue's idle workers."""
+        args: list[Any] = [max(expiry_ms, 1)]
+        for job_id, payload, score in jobs:
+            args += [job_id, payload, score]
+        flags = await self._enqueue(keys=[keys.queue(queue)], args=args)
+        return [bool(f) for f in flags]
 
     async def claim(
-        self, queues: list[str], now_ms: int, limit: int, token: str, lease_ms: int
+        self,
+        queues: list[str],
+        now_ms: int,
+        limit: int,
+        token: str,
+        lease_ms: int,
+        via: Batcher | None = None,
     ) -> list[Claimed]:
-        reply: list[Any] = await self._claim(
-            keys=[keys.queue(q) for q in queues], args=[now_ms, limit, token, lease_ms]
+        reply: list[Any] = await self._call(
+            self._claim, [keys.queue(q) for q in queues], [now_ms, limit, token, lease_ms], via
         )
         claimed = []
         for i in range(0, len(reply), 7):
@@ -109,11 +119,14 @@ class Scripts:
         result: bytes = b"",
         result_ttl_ms: int = -1,
         score_ms: int = 0,
+        via: Batcher | None = None,
     ) -> int:
         """1 applied, 2 already finished (a repeated call), 0 claim lost."""
-        reply = await self._finish(
-            keys=_job_keys(job_id, queue),
-            args=[token, mode, job_id, result, result_ttl_ms, score_ms],
+        reply = await self._call(
+            self._finish,
+            _job_keys(job_id, queue),
+            [token, mode, job_id, result, result_ttl_ms, score_ms],
+            via,
         )
         return int(reply)
 
@@ -126,23 +139,42 @@ class Scripts:
         )
         return int(reply)
 
-    async def renew(self, job_ids: list[str], token: str, lease_ms: int) -> list[str]:
-        """Renew leases; return the ids whose claim was lost."""
-        if not job_ids:
+    async def renew(
+        self, jobs: list[tuple[str, str]], token: str, lease_ms: int, now_ms: int
+    ) -> list[str]:
+        """Renew leases of ``(job id, queue)`` pairs; return the ids whose claim was lost."""
+        if not jobs:
             return []
+        pairs: list[str] = []
+        for job_id, queue in jobs:
+            pairs += [keys.in_progress(job_id), keys.queue(queue)]
         lost = await self._renew(
-            keys=[keys.in_progress(j) for j in job_ids], args=[token, lease_ms]
+            keys=pairs, args=[token, lease_ms, now_ms, *(job_id for job_id, _ in jobs)]
         )
-        return [job_ids[int(i) - 1] for i in lost]
+        return [jobs[int(i) - 1][0] for i in lost]
+
+    @staticmethod
+    async def _call(
+        script: AsyncScript, keys: list[Any], args: list[Any], via: Batcher | None
+    ) -> Any:
+        if via is None:
+            return await script(keys=keys, args=args)
+        return await via.call(script, keys, args)
 
     # -- graph runs -----------------------------------------------------------------------
 
     async def node_start(
-        self, run_id: str, index: int, worker_id: str, now_ms: int, attempt: int
+        self,
+        run_id: str,
+        index: int,
+        worker_id: str,
+        now_ms: int,
+        attempt: int,
+        via: Batcher | None = None,
     ) -> list[Any]:
-        """Mark a node running; ``['run', spec, parent, result, ...]`` or why not."""
-        reply: list[Any] = await self._node_start(
-            keys=keys.run_keys(run_id), args=[index, worker_id, now_ms, attempt]
+        """Mark a node running; ``['run', spec, parent, state, result, ...]`` or why not."""
+        reply: list[Any] = await self._call(
+            self._node_start, keys.run_keys(run_id), [index, worker_id, now_ms, attempt], via
         )
         return reply
 
@@ -160,6 +192,7 @@ class Scripts:
         score_ms: int = 0,
         retention_ms: int,
         expiry_ms: int,
+        via: Batcher | None = None,
     ) -> int:
         """1 applied, 2 already applied, 0 claim lost, 3 run gone."""
         job_id = keys.node_job_id(run_id, index)
@@ -171,9 +204,10 @@ class Scripts:
             keys.ABORT,
             keys.failures(job_id),
         ]
-        reply = await self._finish_node(
-            keys=[*keys.run_keys(run_id), *job_keys],
-            args=[
+        reply = await self._call(
+            self._finish_node,
+            [*keys.run_keys(run_id), *job_keys],
+            [
                 token,
                 mode,
                 job_id,
@@ -186,6 +220,7 @@ class Scripts:
                 retention_ms,
                 expiry_ms,
             ],
+            via,
         )
         return int(reply)
 

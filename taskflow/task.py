@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +15,7 @@ import anyio
 from . import keys
 from .arguments import Signature
 from .config import Backoff
-from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed
+from .errors import ConfigurationError, JobNotFound, LifecycleError, ResultTimeout, TaskFailed
 from .serde import JobResult, decode_result
 
 if TYPE_CHECKING:
@@ -124,9 +124,45 @@ class Task(Generic[P, R]):
 
         Raises :class:`ArgumentError` (nothing written) or :class:`PayloadTooLarge`.
         """
-        options: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
+        options = _options(kwargs, _ENQUEUE_OPTIONS)
         handle = await self.app.enqueue_task(self, args, dict(kwargs), **options)
         return cast("JobHandle[R]", handle)
+
+    async def enqueue_many(
+        self,
+        calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        _delay: float | timedelta | None = None,
+        _defer_until: datetime | None = None,
+        _queue: str | None = None,
+    ) -> list[JobHandle[R]]:
+        """Enqueue one job per ``(args, kwargs)`` pair, all in one round trip.
+
+        Every call is validated first; an invalid one raises (naming its position) and
+        nothing is written. The write is atomic: all the jobs, or none.
+
+        Example::
+
+            handles = await send_email.enqueue_many(
+                ((addr,), {"subject": "hi"}) for addr in addresses
+            )
+        """
+        handles = await self.app.enqueue_calls(
+            self, calls, _delay=_delay, _defer_until=_defer_until, _queue=_queue
+        )
+        return cast("list[JobHandle[R]]", handles)
+
+    async def map(
+        self,
+        values: Iterable[Any],
+        *,
+        _delay: float | timedelta | None = None,
+        _queue: str | None = None,
+    ) -> list[JobHandle[R]]:
+        """Enqueue one job per value, passed as the task's single positional argument."""
+        return await self.enqueue_many(
+            (((value,), {}) for value in values), _delay=_delay, _queue=_queue
+        )
 
 
 class JobHandle(Generic[R]):
@@ -146,14 +182,21 @@ class JobHandle(Generic[R]):
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id} {self.task} queue={self.queue!r}>"
 
-    async def _fetch(self) -> tuple[bytes | None, bool, float | None, int, bool]:
+    async def _fetch(
+        self, notify: str | None = None, notify_ttl: float = 86400
+    ) -> tuple[bytes | None, bool, float | None, int, bool]:
         async with self.app.redis.pipeline(transaction=False) as pipe:
+            if notify is not None:
+                # before the reads: a finish after them is then certain to publish to us
+                pipe.sadd(keys.notify(self.job_id), notify)
+                pipe.expire(keys.notify(self.job_id), max(1, int(notify_ttl) + 1))
             pipe.get(keys.result(self.job_id))
             pipe.exists(keys.in_progress(self.job_id))
             pipe.zscore(keys.queue(self.queue), self.job_id)
             pipe.get(keys.failures(self.job_id))
             pipe.exists(keys.job(self.job_id))
-            raw, running, score, failures, exists = await pipe.execute()
+            replies = await pipe.execute()
+        raw, running, score, failures, exists = replies[-5:]
         return raw, bool(running), score, int(failures or 0), bool(exists)
 
     async def info(self) -> JobResult | None:
@@ -176,26 +219,35 @@ class JobHandle(Generic[R]):
             return JobStatus.DEFERRED
         return JobStatus.QUEUED
 
-    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.05) -> R:
+    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.1) -> R:
         """Wait for the job to finish and return its value.
+
+        The worker's finish notifies this process over pub/sub; ``poll_interval`` is only the
+        safety net (e.g. for a plain arq worker, which does not notify).
 
         Raises :class:`TaskFailed` (failed or cancelled; the remote error as data),
         :class:`ResultTimeout` after ``timeout`` seconds, :class:`JobNotFound`.
         """
-        delay = 0.001
-        with anyio.move_on_after(timeout) as scope:
-            while True:
-                raw, running, score, _, exists = await self._fetch()
-                if raw is not None:
-                    record = decode_result(raw, self.job_id)
-                    if record.success:
-                        return cast("R", record.value)
-                    raise TaskFailed(self.job_id, record.task, record.value, record.status)
-                if not running and score is None and not exists:
-                    raise JobNotFound(self.job_id)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, poll_interval)
-        assert scope.cancel_called
+        listener = await self.app.result_listener()
+        future = listener.expect(self.job_id)
+        notify: str | None = listener.channel
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    raw, running, score, _, exists = await self._fetch(notify, timeout or 86400)
+                    notify = None
+                    if raw is not None:
+                        record = decode_result(raw, self.job_id)
+                        if record.success:
+                            return cast("R", record.value)
+                        raise TaskFailed(self.job_id, record.task, record.value, record.status)
+                    if not running and score is None and not exists:
+                        raise JobNotFound(self.job_id)
+                    await listener.wait(future, poll_interval)
+                    if future.done():
+                        future = listener.expect(self.job_id)
+        finally:
+            listener.forget(self.job_id, future)
         raise ResultTimeout(self.job_id, timeout or 0.0)
 
     async def abort(self, timeout: float = 5.0) -> bool:
@@ -217,6 +269,20 @@ class JobHandle(Generic[R]):
                     return status is JobStatus.CANCELLED
                 await anyio.sleep(0.02)
         return False
+
+
+_ENQUEUE_OPTIONS = ("_delay", "_defer_until", "_job_id", "_queue")
+
+
+def _options(kwargs: dict[str, Any], valid: tuple[str, ...]) -> dict[str, Any]:
+    """Pop the ``_``-prefixed enqueue options out of ``kwargs``."""
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown enqueue option {unknown[0]!r}; valid options: {', '.join(valid)}"
+        )
+    return options
 
 
 def now_ms() -> int:

@@ -23,11 +23,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from . import keys
+from .batcher import Batcher
 from .config import WorkerSettings
 from .connection import CONNECTION_ERRORS
 from .errors import LifecycleError
 from .execution import Outcome, Slot, execute
 from .heartbeat import AbortWatcher, Heartbeat
+from .notify import Waker
 from .task import now_ms
 
 if TYPE_CHECKING:
@@ -76,7 +78,14 @@ class Worker:
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.queues = list(settings.queues)
-        self.siblings: list[Sibling] = [Heartbeat(), AbortWatcher(), *siblings]
+        self.batcher = Batcher()
+        self.siblings: list[Sibling] = [
+            self.batcher,
+            Waker(),
+            Heartbeat(),
+            AbortWatcher(),
+            *siblings,
+        ]
         self.running: dict[str, Slot] = {}
         self._successors: dict[str, Slot] = {}
         self.counts: Counter[str] = Counter()
@@ -130,6 +139,10 @@ class Worker:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._deregister()
             logger.info("worker %s stopped: %s", self.id, dict(self.counts))
+
+    def wake(self) -> None:
+        """Look at the queues now rather than after the poll interval."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Ask the worker to drain and stop; returns at once."""
@@ -204,7 +217,9 @@ class Worker:
                 await self._sleep(None)
                 continue
             try:
-                claimed = await self.app.scripts.claim(order, now_ms(), free, self.id, lease_ms)
+                claimed = await self.app.scripts.claim(
+                    order, now_ms(), free, self.id, lease_ms, via=self.batcher
+                )
             except CONNECTION_ERRORS as exc:
                 self.redis_failed("claiming", exc)
                 await self._sleep(backoff)

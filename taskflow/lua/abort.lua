@@ -21,4 +21,9 @@ if ttl > 0 then
 elseif ttl == 0 then
   redis.call('SET', KEYS[4], ARGV[2])
 end
+local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. ARGV[1])
+if #waiters > 0 then
+  for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, ARGV[1]) end
+  redis.call('DEL', 'taskflow:notify:' .. ARGV[1])
+end
 return 1

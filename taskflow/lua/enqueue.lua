@@ -1,10 +1,19 @@
--- Enqueue one job exactly as arq does, atomically (arq uses WATCH/MULTI for the same check).
--- KEYS: 1 job key, 2 result key, 3 queue sorted set
--- ARGV: 1 job id, 2 payload, 3 expiry ms, 4 score (ms)
--- Returns 1 if enqueued, 0 if a job or result with this id already exists.
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
-  return 0
+-- Enqueue jobs exactly as arq does, atomically (arq uses WATCH/MULTI for the same check),
+-- then wake the queue's idle workers (taskflow's addition; plain arq workers just poll).
+-- KEYS: 1 queue sorted set
+-- ARGV: 1 expiry ms, then per job: id, payload, score (ms)
+-- Returns one flag per job: 1 enqueued, 0 a job or result with that id already exists.
+local expiry = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', 'arq:job:' .. id, 'arq:result:' .. id) > 0 then
+    out[#out + 1] = 0
+  else
+    redis.call('SET', 'arq:job:' .. id, ARGV[i + 1], 'PX', expiry)
+    redis.call('ZADD', KEYS[1], ARGV[i + 2], id)
+    out[#out + 1] = 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return 1
+redis.call('PUBLISH', 'taskflow:wake:' .. KEYS[1], '1')
+return out

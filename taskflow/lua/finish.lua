@@ -20,16 +20,24 @@ if mode == 'done' then
   elseif ttl == 0 then
     redis.call('SET', KEYS[4], ARGV[4])
   end
+  -- a client waiting on this job left the channel to tell it on (JobHandle.result)
+  local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. ARGV[3])
+  if #waiters > 0 then
+    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, ARGV[3]) end
+    redis.call('DEL', 'taskflow:notify:' .. ARGV[3])
+  end
 elseif mode == 'retry' then
   redis.call('DEL', KEYS[1])
   redis.call('INCR', KEYS[7])
   redis.call('EXPIRE', KEYS[7], 88400)
   redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+  redis.call('PUBLISH', 'taskflow:wake:' .. KEYS[5], '1')
 elseif mode == 'requeue' then
   -- an interrupted attempt does not count: give the attempt number back
   redis.call('DEL', KEYS[1])
   if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
   redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+  redis.call('PUBLISH', 'taskflow:wake:' .. KEYS[5], '1')
 else
   return redis.error_reply('unknown finish mode ' .. mode)
 end

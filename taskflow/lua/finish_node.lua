@@ -20,12 +20,14 @@ if mode == 'retry' then
   redis.call('INCR', FAILS)
   redis.call('EXPIRE', FAILS, 88400)
   redis.call('ZADD', JOBQ, ARGV[8], job_id)
+  redis.call('PUBLISH', 'taskflow:wake:' .. JOBQ, '1')
   if redis.call('EXISTS', META) == 1 then redis.call('HSET', STATE, i, 'retrying') end
   return 1
 elseif mode == 'requeue' then
   redis.call('DEL', INPROG)
   if tonumber(redis.call('GET', RETRY) or '0') > 0 then redis.call('DECR', RETRY) end
   redis.call('ZADD', JOBQ, ARGV[8], job_id)
+  redis.call('PUBLISH', 'taskflow:wake:' .. JOBQ, '1')
   if redis.call('EXISTS', META) == 1 then redis.call('HSET', STATE, i, 'queued') end
   return 1
 end

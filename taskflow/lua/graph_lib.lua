@@ -29,13 +29,20 @@ local function set_terminal(i, st, result, now)
   end
 end
 
--- enqueue a node whose parents allow it to run, as an arq job on its queue
+-- enqueue a node whose parents allow it to run, as an arq job on its queue, and wake that
+-- queue's idle workers (once per queue per script call)
+local woken = {}
 local function release(run_id, i, now, expiry)
   local job_id = run_id .. '.' .. i
   local payload = redis.call('HGET', PAYLOAD, i) .. now .. '}'
+  local queue = redis.call('HGET', QUEUE, i)
   redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', expiry)
-  redis.call('ZADD', redis.call('HGET', QUEUE, i), now, job_id)
+  redis.call('ZADD', queue, now, job_id)
   redis.call('HSET', STATE, i, 'queued')
+  if not woken[queue] then
+    woken[queue] = true
+    redis.call('PUBLISH', 'taskflow:wake:' .. queue, '1')
+  end
 end
 
 local function not_run(kind, parent, st)
@@ -109,4 +116,10 @@ local function complete_if_done(now, retention)
   elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
   redis.call('HSET', META, 'status', final, 'finished_ms', now)
   for k = 1, 13 do redis.call('PEXPIRE', KEYS[k], retention) end
+  local run_id = string.match(META, '{(.-)}')
+  local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. run_id)
+  if #waiters > 0 then
+    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, run_id) end
+    redis.call('DEL', 'taskflow:notify:' .. run_id)
+  end
 end
