@@ -37,11 +37,17 @@ class Batcher:
         self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
         self._ready = anyio.Event()
         self._running = False
+        self._in_flight = 0  # round trips under way, direct or batched
 
     async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """Run ``script`` in the next pipeline and return its reply."""
-        if not self._running:  # not started, or stopped: no batching
-            return await script(keys=keys, args=args)
+        """Run ``script`` and return its reply: at once if no round trip is in flight (no
+        added latency when idle), else in the next pipeline (one round trip for many)."""
+        if not self._running or not self._in_flight:
+            self._in_flight += 1
+            try:
+                return await script(keys=keys, args=args)
+            finally:
+                self._in_flight -= 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys, args, future))
         self._ready.set()
@@ -58,7 +64,11 @@ class Batcher:
                 while self._pending:
                     batch = self._pending[: self._max_batch]
                     del self._pending[: self._max_batch]
-                    await self._send(batch)
+                    self._in_flight += 1
+                    try:
+                        await self._send(batch)
+                    finally:
+                        self._in_flight -= 1
         finally:
             self._running = False
             # callers retry connection errors themselves, now without batching

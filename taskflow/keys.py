@@ -88,17 +88,13 @@ def worker(worker_id: str) -> str:
 # -- graph runs: one key family per run, sharing the hash tag {run_id} -------------------
 
 RUN_FIELDS = (
-    "meta",  # hash: name, status, total, done, failed, cancelled, created_ms, finished_ms
+    "meta",  # hash: graph, status, total, done, failed, cancelled, cancel, times, retention
     "nodes",  # hash idx -> JSON spec: name, task, queue, trigger, parents, data parents, template
     "state",  # hash idx -> NodeState value
     "pending",  # hash idx -> parents not yet ended
     "bad",  # hash idx -> parents that ended failed, upstream_failed or cancelled
     "skip",  # hash idx -> parents that ended skipped
-    "children",  # hash idx -> comma-separated child indexes
-    "dparents",  # hash idx -> comma-separated data-parent indexes
-    "trigger",  # hash idx -> Trigger value
-    "queue",  # hash idx -> queue sorted-set key
-    "payload",  # hash idx -> arq job payload up to its enqueue time (Lua appends it)
+    "static",  # hash idx -> what the scripts need, one value: see lua/graph_lib.lua `static`
     "results",  # hash idx -> JSON result (value, or error data)
     "timing",  # hash "idx:s|f|w|a" -> started ms, finished ms, worker id, attempt
 )

@@ -16,6 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 from anyio.abc import TaskStatus
 
 from . import keys
@@ -93,10 +94,10 @@ class ResultListener:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self.channel = f"taskflow:done:{uuid.uuid4().hex}"
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._pubsub: PubSub | None = None
         self._reading = False
-        self._vacancy: asyncio.Future[None] | None = None
+        self._vacancy: asyncio.Future[bytes | None] | None = None
 
     async def subscribe(self) -> bool:
         """Subscribe if not yet subscribed; False if Redis cannot be reached (then waiters
@@ -116,20 +117,21 @@ class ResultListener:
         if pubsub is not None:
             await _close(pubsub)
 
-    def expect(self, job_or_run_id: str) -> asyncio.Future[None]:
-        """A future set when ``job_or_run_id`` is reported finished on this channel."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def expect(self, job_or_run_id: str) -> asyncio.Future[bytes | None]:
+        """A future set when ``job_or_run_id`` is reported finished on this channel: to the
+        job's result record when the message carried it, else to None."""
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_or_run_id, []).append(future)
         return future
 
-    def forget(self, job_or_run_id: str, future: asyncio.Future[None]) -> None:
+    def forget(self, job_or_run_id: str, future: asyncio.Future[bytes | None]) -> None:
         waiters = self._waiters.get(job_or_run_id)
         if waiters and future in waiters:
             waiters.remove(future)
             if not waiters:
                 del self._waiters[job_or_run_id]
 
-    async def wait(self, future: asyncio.Future[None], timeout: float) -> None:
+    async def wait(self, future: asyncio.Future[bytes | None], timeout: float) -> None:
         """Wait up to ``timeout`` seconds for ``future`` (then the caller re-checks Redis)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -148,7 +150,7 @@ class ResultListener:
                 # asyncio.wait leaves both futures alone on timeout
                 await asyncio.wait([future, self._vacancy], timeout=remaining)
 
-    async def _read(self, future: asyncio.Future[None], deadline: float) -> None:
+    async def _read(self, future: asyncio.Future[bytes | None], deadline: float) -> None:
         loop = asyncio.get_running_loop()
         self._reading = True
         pubsub = self._pubsub
@@ -182,9 +184,20 @@ class ResultListener:
         await _close(pubsub)
 
     def _deliver(self, data: bytes) -> None:
-        for future in self._waiters.pop(data.decode(), []):
+        # b"i<id>": that job or run finished; b"r<result record>": a job finished, with it
+        kind, body = data[:1], data[1:]
+        record: bytes | None = None
+        if kind == b"r":
+            record = body
+            try:
+                key = str(orjson.loads(body)["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return
+        else:
+            key = body.decode()
+        for future in self._waiters.pop(key, []):
             if not future.done():
-                future.set_result(None)
+                future.set_result(record)
 
 
 async def _close(pubsub: PubSub) -> None:

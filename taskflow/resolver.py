@@ -143,25 +143,35 @@ async def submit_graph(graph: Graph) -> RunHandle:
     run_id = uuid.uuid4().hex
     now = now_ms()
     expiry = int(settings.job_ttl.total_seconds() * 1000)
-    hashes = _run_hashes(graph, run_id, now)
+    hashes, roots = _run_hashes(graph, run_id, now)
     max_age = int(settings.run_max_age.total_seconds() * 1000)
+    roots_by_queue: dict[str, list[Any]] = {}
+    for queue, job_id, payload in roots:
+        roots_by_queue.setdefault(queue, []).extend((job_id, payload, now))
     async with app.redis.pipeline(transaction=True) as pipe:
         for part, mapping in hashes.items():
             if mapping:
                 pipe.hset(keys.run(run_id, part), mapping=mapping)
-        for root in graph.roots():
-            job_id = keys.node_job_id(run_id, root.index)
-            payload = hashes["payload"][root.index] + str(now).encode() + b"}"
-            pipe.set(keys.job(job_id), payload, px=expiry)
-            pipe.zadd(keys.queue(root.queue), {job_id: now})
+        # roots go through the enqueue script (its SCRIPT LOAD happens before MULTI), a few
+        # thousand per call, so wide graphs do not cost two commands per root
+        for queue, flat in roots_by_queue.items():
+            for start in range(0, len(flat), 3000):
+                await app.scripts.enqueue_script(
+                    keys=[keys.queue(queue)],
+                    args=[expiry, *flat[start : start + 3000]],
+                    client=pipe,
+                )
         for key in keys.run_keys(run_id):
             pipe.pexpire(key, max_age)
         await pipe.execute()
     return RunHandle(app, run_id, graph)
 
 
-def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]]:
-    """The run's hashes, field by field, as :data:`keys.RUN_FIELDS` describes them."""
+def _run_hashes(
+    graph: Graph, run_id: str, now: int
+) -> tuple[dict[str, dict[Any, Any]], list[tuple[str, str, bytes]]]:
+    """The run's hashes, field by field (see :data:`keys.RUN_FIELDS`), and its roots as
+    ``(queue, job id, payload)``."""
     settings = graph.app.settings
     limit = settings.max_payload_bytes
     children: dict[int, list[int]] = {}
@@ -169,19 +179,29 @@ def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]
         for parent in node.parents:
             children.setdefault(parent.index, []).append(node.index)
     hashes: dict[str, dict[Any, Any]] = {part: {} for part in keys.RUN_FIELDS}
+    nodes, state, pending, static = (hashes[p] for p in ("nodes", "state", "pending", "static"))
+    roots: list[tuple[str, str, bytes]] = []
     for node in graph.nodes:
         i = node.index
-        hashes["nodes"][i] = _spec(node, limit)
-        hashes["state"][i] = NodeState.QUEUED.value if not node.parents else NodeState.PENDING.value
-        hashes["trigger"][i] = node.trigger.value
-        hashes["queue"][i] = keys.queue(node.queue)
-        hashes["payload"][i] = _job_payload_prefix(node.task.name, run_id, i)
+        nodes[i] = _spec(node, limit)
+        prefix = _job_payload_prefix(node.task.name, run_id, i)
+        static[i] = b"\n".join(
+            (
+                node.trigger.value.encode(),
+                keys.queue(node.queue).encode(),
+                ",".join(map(str, children.get(i, ()))).encode(),
+                ",".join(str(p.index) for p in node.data_parents).encode(),
+                prefix,
+            )
+        )
         if node.parents:
-            hashes["pending"][i] = len(node.parents)
-        if node.data_parents:
-            hashes["dparents"][i] = ",".join(str(p.index) for p in node.data_parents)
-        if i in children:
-            hashes["children"][i] = ",".join(map(str, children[i]))
+            state[i] = NodeState.PENDING.value
+            pending[i] = len(node.parents)
+        else:
+            state[i] = NodeState.QUEUED.value
+            roots.append(
+                (node.queue, keys.node_job_id(run_id, i), prefix + str(now).encode() + b"}")
+            )
     hashes["meta"] = {
         "graph": graph.name,
         "status": "running",
@@ -194,7 +214,7 @@ def _run_hashes(graph: Graph, run_id: str, now: int) -> dict[str, dict[Any, Any]
         "expires_ms": now + int(settings.run_max_age.total_seconds() * 1000),
         "retention_ms": int(settings.run_retention.total_seconds() * 1000),
     }
-    return hashes
+    return hashes, roots
 
 
 class RunHandle:

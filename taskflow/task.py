@@ -237,18 +237,23 @@ class JobHandle(Generic[R]):
                     raw, running, score, _, exists = await self._fetch(notify, timeout or 86400)
                     notify = None
                     if raw is not None:
-                        record = decode_result(raw, self.job_id)
-                        if record.success:
-                            return cast("R", record.value)
-                        raise TaskFailed(self.job_id, record.task, record.value, record.status)
+                        return self._unwrap(raw)
                     if not running and score is None and not exists:
                         raise JobNotFound(self.job_id)
                     await listener.wait(future, poll_interval)
                     if future.done():
+                        if (pushed := future.result()) is not None:
+                            return self._unwrap(pushed)  # the message carried the result
                         future = listener.expect(self.job_id)
         finally:
             listener.forget(self.job_id, future)
         raise ResultTimeout(self.job_id, timeout or 0.0)
+
+    def _unwrap(self, raw: bytes) -> R:
+        record = decode_result(raw, self.job_id)
+        if record.success:
+            return cast("R", record.value)
+        raise TaskFailed(self.job_id, record.task, record.value, record.status)
 
     async def abort(self, timeout: float = 5.0) -> bool:
         """Cancel the job: a queued one at once, a running one by its worker.

@@ -23,7 +23,7 @@ elseif ttl == 0 then
 end
 local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. ARGV[1])
 if #waiters > 0 then
-  for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, ARGV[1]) end
+  for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, 'i' .. ARGV[1]) end
   redis.call('DEL', 'taskflow:notify:' .. ARGV[1])
 end
 return 1

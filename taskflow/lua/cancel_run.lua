@@ -1,6 +1,6 @@
 -- Cancel a run: nothing starts after this returns. Pending and queued nodes end cancelled
 -- here; running ones are flagged in arq's abort set for their workers.
--- KEYS: 1..13 the run's keys
+-- KEYS: 1..RUN_KEYS the run's keys
 -- ARGV: 1 run id, 2 now ms, 3 retention ms
 -- Returns the number of running nodes signalled, or -1 if the run is unknown.
 if redis.call('EXISTS', META) == 0 then return -1 end
@@ -19,7 +19,8 @@ for i = 0, total - 1 do
       signalled = signalled + 1
     else
       -- a queued job, or one whose worker died (lease lapsed), leaves its queue here
-      redis.call('ZREM', redis.call('HGET', QUEUE, i), job_id)
+      local _, queue = static(i)
+      redis.call('ZREM', queue, job_id)
       redis.call('DEL', 'arq:job:' .. job_id, 'arq:retry:' .. job_id,
         'taskflow:failures:' .. job_id)
       set_terminal(i, 'cancelled', cancelled, now)

@@ -21,9 +21,13 @@ if mode == 'done' then
     redis.call('SET', KEYS[4], ARGV[4])
   end
   -- a client waiting on this job left the channel to tell it on (JobHandle.result)
+  -- a waiting client left its channel here: send it the result itself (or, for a large
+  -- one, just the id), so it need not read it back
   local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. ARGV[3])
   if #waiters > 0 then
-    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, ARGV[3]) end
+    local message = 'i' .. ARGV[3]
+    if ttl >= 0 and string.len(ARGV[4]) <= 65536 then message = 'r' .. ARGV[4] end
+    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, message) end
     redis.call('DEL', 'taskflow:notify:' .. ARGV[3])
   end
 elseif mode == 'retry' then

@@ -1,14 +1,14 @@
 -- End one attempt of a graph node's job: arq's finish (see finish.lua) plus, when the node
 -- is done, storing its result, setting its state, and releasing or settling its children,
 -- all in this one atomic script, so a common child is released exactly once.
--- KEYS: 1..13 the run's keys; 14 in-progress, 15 job, 16 retry counter, 17 job queue,
---       18 abort set, 19 failures
+-- KEYS: 1..RUN_KEYS the run's keys; then in-progress, job, retry counter, job queue,
+--       abort set, failures
 -- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 node index,
 --       5 final state (done), 6 node result JSON (done), 7 now ms, 8 score (retry/requeue),
 --       9 run id, 10 retention ms, 11 job expiry ms for released children
 -- Returns 1 applied, 2 already applied (repeated call), 0 claim lost, 3 run gone.
-local INPROG, JOB, RETRY, JOBQ, ABORT, FAILS = KEYS[14], KEYS[15], KEYS[16], KEYS[17],
-  KEYS[18], KEYS[19]
+local INPROG, JOB, RETRY, JOBQ, ABORT, FAILS = KEYS[RUN_KEYS + 1], KEYS[RUN_KEYS + 2],
+  KEYS[RUN_KEYS + 3], KEYS[RUN_KEYS + 4], KEYS[RUN_KEYS + 5], KEYS[RUN_KEYS + 6]
 local token, mode, job_id, i = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(ARGV[7])
 if redis.call('GET', INPROG) ~= token then

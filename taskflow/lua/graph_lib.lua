@@ -1,10 +1,16 @@
--- Shared by the graph scripts (prepended to each when loaded). KEYS 1..13 are the run's
--- key family in keys.RUN_FIELDS order.
-local META, NODES, STATE, PENDING, BAD, SKIP, CHILDREN, DPARENTS, TRIGGER, QUEUE, PAYLOAD,
-  RESULTS, TIMING = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
-  KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+-- Shared by the graph scripts (prepended to each when loaded). KEYS 1..RUN_KEYS are the
+-- run's key family in keys.RUN_FIELDS order.
+local RUN_KEYS = 9
+local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[1], KEYS[2],
+  KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, skipped = true,
   upstream_failed = true}
+
+-- what the scripts need of a node, packed at submission as one value:
+-- trigger, queue key, child indexes, data-parent indexes, job payload up to its enqueue time
+local function static(i)
+  return string.match(redis.call('HGET', STATIC, i), '^(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+end
 
 -- keys written after submission expire with the run's other keys (meta.expires_ms), so a run
 -- that never ends leaves nothing behind
@@ -34,8 +40,8 @@ end
 local woken = {}
 local function release(run_id, i, now, expiry)
   local job_id = run_id .. '.' .. i
-  local payload = redis.call('HGET', PAYLOAD, i) .. now .. '}'
-  local queue = redis.call('HGET', QUEUE, i)
+  local _, queue, _, _, prefix = static(i)
+  local payload = prefix .. now .. '}'
   redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', expiry)
   redis.call('ZADD', queue, now, job_id)
   redis.call('HSET', STATE, i, 'queued')
@@ -59,8 +65,8 @@ local function settle(run_id, first, first_state, now, expiry)
   while head <= #work do
     local i, st = work[head][1], work[head][2]
     head = head + 1
-    local kids = redis.call('HGET', CHILDREN, i)
-    if kids then
+    local _, _, kids = static(i)
+    if kids ~= '' then
       for c in string.gmatch(kids, '[^,]+') do
         if not TERMINAL[redis.call('HGET', STATE, c)] then
           local pending = redis.call('HINCRBY', PENDING, c, -1)
@@ -71,7 +77,7 @@ local function settle(run_id, first, first_state, now, expiry)
           elseif st == 'skipped' then
             skip = redis.call('HINCRBY', SKIP, c, 1)
           end
-          local rule = redis.call('HGET', TRIGGER, c)
+          local rule = static(c)
           local verdict = nil
           if rule == 'all_success' then
             -- a failure decides at once; skipped-or-run waits for every parent, since a
@@ -115,11 +121,11 @@ local function complete_if_done(now, retention)
   if meta[5] == '1' then final = 'cancelled'
   elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
   redis.call('HSET', META, 'status', final, 'finished_ms', now)
-  for k = 1, 13 do redis.call('PEXPIRE', KEYS[k], retention) end
+  for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention) end
   local run_id = string.match(META, '{(.-)}')
   local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. run_id)
   if #waiters > 0 then
-    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, run_id) end
+    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, 'i' .. run_id) end
     redis.call('DEL', 'taskflow:notify:' .. run_id)
   end
 end

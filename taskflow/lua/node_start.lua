@@ -1,6 +1,6 @@
 -- A worker is about to run a graph node: refuse if the run is cancelled or gone, mark the
 -- node running, and hand back its spec and its data parents' results in one round trip.
--- KEYS: 1..13 the run's keys
+-- KEYS: 1..RUN_KEYS the run's keys
 -- ARGV: 1 node index, 2 worker id, 3 now ms, 4 attempt
 -- Returns {'run', spec, parent index, parent state, parent result, ...} or {'cancelled'}
 -- or {'gone'} or {'ended', state}.
@@ -13,8 +13,8 @@ redis.call('HSET', STATE, i, 'running')
 redis.call('HSET', TIMING, i .. ':s', ARGV[3], i .. ':w', ARGV[2], i .. ':a', ARGV[4])
 keep_expiry(TIMING)
 local out = {'run', redis.call('HGET', NODES, i)}
-local parents = redis.call('HGET', DPARENTS, i)
-if parents then
+local _, _, _, parents = static(i)
+if parents ~= '' then
   for p in string.gmatch(parents, '[^,]+') do
     out[#out + 1] = p
     out[#out + 1] = redis.call('HGET', STATE, p)
