@@ -35,7 +35,17 @@ class Signature:
     stored ``(args, kwargs)`` back into validated Python values ready to call the task with.
     """
 
-    __slots__ = ("_adapters", "_annotations", "_kinds", "_model", "_names", "_sig", "task_name")
+    __slots__ = (
+        "_adapters",
+        "_annotations",
+        "_kinds",
+        "_model",
+        "_names",
+        "_sig",
+        "_required",
+        "_simple",
+        "task_name",
+    )
 
     def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
         self.task_name = task_name
@@ -66,6 +76,15 @@ class Signature:
             self._annotations[name] = annotation
             self._kinds[name] = param.kind
         self._names = {name: f"p{i}" for i, name in enumerate(self._sig.parameters)}
+        plain = (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)
+        self._simple: list[str] | None = (
+            [n for n, k in self._kinds.items() if k is _P.POSITIONAL_OR_KEYWORD]
+            if all(k in plain for k in self._kinds.values())
+            else None
+        )
+        self._required = frozenset(
+            n for n, p in self._sig.parameters.items() if p.default is _P.empty
+        )
         config = ConfigDict(extra="forbid", populate_by_name=False, arbitrary_types_allowed=True)
         self._model: type[BaseModel] = create_model(
             f"{task_name}_arguments", __config__=config, **fields
@@ -75,13 +94,32 @@ class Signature:
         """Raise TypeError unless the arguments fit the signature (no type checks)."""
         self._sig.bind(*args, **kwargs)
 
-    def _validate(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> BaseModel:
+    def _arguments(
+        self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Arguments by parameter name, as ``inspect.Signature.bind`` would give them."""
+        simple = self._simple
+        if simple is not None and len(args) <= len(simple):
+            # the common signature (no positional-only, no *args/**kwargs): bind by hand;
+            # inspect's bind costs more than the validation itself
+            data = dict(zip(simple, args, strict=False))
+            for name, value in kwargs.items():
+                if name in data or name not in self._kinds:
+                    break
+                data[name] = value
+            else:
+                if self._required.issubset(data):
+                    return data
+        # anything unusual (and every error): inspect's bind, for its exact messages
         try:
-            bound = self._sig.bind(*args, **kwargs)
+            return dict(self._sig.bind(*args, **kwargs).arguments)
         except TypeError as exc:
             raise ArgumentError(f"{self.task_name}(): {exc}") from None
+
+    def _validate(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> BaseModel:
+        data = self._arguments(args, kwargs)
         try:
-            return self._model.model_validate(bound.arguments)
+            return self._model.model_validate(data)
         except ValidationError as exc:
             raise ArgumentError(_describe(self.task_name, exc)) from None
 
