@@ -35,12 +35,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if not __package__:  # run as a script: make `benchmarks.overhead` importable
+if not __package__:  # run as a script: make `benchmarks.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse
 import asyncio
-import logging
 import os
 import statistics
 import time
@@ -51,23 +49,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 import taskflow
-from benchmarks.overhead import (
-    CONCURRENCY,
-    KEY_PREFIXES,
-    ROOT,
-    Meter,
-    _arq_queue_key,
-    _arq_version,
-    _chunks,
-    _cleanup,
-    _start_private_redis,
-    _stop,
-    _taskflow_queue_key,
-)
+from benchmarks import common
+from benchmarks.common import median
 from taskflow import keys
 from taskflow.graph import Graph
 from taskflow.serde import arq_deserializer, arq_serializer
@@ -123,27 +109,16 @@ async def arq_join(ctx: dict[str, Any], values: list[int]) -> int:
     return sum(values)
 
 
-def run_arq_worker(queue_key: str, redis_url: str) -> None:
-    from arq.connections import RedisSettings
-    from arq.worker import Worker, func
+def arq_worker(queue_key: str, url: str) -> None:
+    from arq.worker import func
 
-    logging.basicConfig(level=logging.WARNING)
-    worker = Worker(
-        functions=[
-            func(arq_step, name="step"),
-            func(arq_seed, name="seed"),
-            func(arq_leaf, name="leaf"),
-            func(arq_join, name="join"),
-        ],
-        queue_name=queue_key,
-        redis_settings=RedisSettings.from_dsn(redis_url),
-        burst=False,
-        max_jobs=CONCURRENCY,
-        poll_delay=ARQ_POLL,
-        job_serializer=arq_serializer,
-        job_deserializer=arq_deserializer,
-    )
-    worker.run()
+    functions = [
+        func(arq_step, name="step"),
+        func(arq_seed, name="seed"),
+        func(arq_leaf, name="leaf"),
+        func(arq_join, name="join"),
+    ]
+    common.run_arq_worker(functions, queue_key, url, burst=False, poll_delay=ARQ_POLL)
 
 
 def expected(scenario: str, n: int) -> int:
@@ -173,19 +148,7 @@ class TaskflowSide:
         await self.client.aclose()
 
     def argv(self, url: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "taskflow",
-            "--log-level",
-            "WARNING",
-            "worker",
-            "benchmarks.graph:app",
-            "--queue",
-            self.queue,
-            "--concurrency",
-            str(CONCURRENCY),
-        ]
+        return common.taskflow_worker_argv("benchmarks.graph:app", self.queue)
 
     async def _submit_and_wait(self, g: Graph) -> dict[str, Any]:
         run = await g.submit()
@@ -224,7 +187,7 @@ class TaskflowSide:
         """Job ids, other keys and the queue key this side may have created."""
         ids = [keys.node_job_id(run_id, i) for run_id, n in self.runs for i in range(n)]
         run_keys = [k for run_id, _ in self.runs for k in keys.run_keys(run_id)]
-        return ids, run_keys, _taskflow_queue_key(self.queue)
+        return ids, run_keys, common.taskflow_queue_key(self.queue)
 
 
 class ArqSide:
@@ -232,7 +195,7 @@ class ArqSide:
 
     def __init__(self, url: str, queue: str, redis: Redis) -> None:
         self.url = url
-        self.queue_key = _arq_queue_key(queue)
+        self.queue_key = common.arq_queue_key(queue)
         self.redis = redis
         self.ids: list[str] = []
         self.last: list[str] = []  # job ids of the latest scenario, in node order
@@ -254,8 +217,7 @@ class ArqSide:
         await self.pool.aclose()
 
     def argv(self, url: str) -> list[str]:
-        script = str(Path(__file__).resolve())
-        return [sys.executable, script, "--arq-worker", self.queue_key, "--redis-url", url]
+        return common.arq_worker_argv(str(Path(__file__).resolve()), self.queue_key, url)
 
     async def _enqueue(self, name: str, *args: Any) -> Any:
         job = await self.pool.enqueue_job(name, *args)
@@ -284,14 +246,7 @@ class ArqSide:
         return int(await (await self._enqueue("join", values)).result(poll_delay=ARQ_POLL))
 
     async def timeline(self) -> Timeline:
-        starts: list[int] = []
-        finishes: list[int] = []
-        for chunk in _chunks(self.last, 1000):
-            for raw in await self.redis.mget(["arq:result:" + i for i in chunk]):
-                record = orjson.loads(raw)
-                starts.append(record["st"])
-                finishes.append(record["ft"])
-        return starts, finishes
+        return await common.result_times(self.redis, self.last)
 
     def created(self) -> tuple[list[str], list[str], str]:
         return self.ids, [], self.queue_key
@@ -300,7 +255,7 @@ class ArqSide:
 Side = TaskflowSide | ArqSide
 SIDES: dict[str, Callable[[str, str, Redis], Side]] = {
     f"taskflow {taskflow.__version__}": TaskflowSide,
-    f"arq {_arq_version()}": ArqSide,
+    f"arq {common.arq_version()}": ArqSide,
 }
 
 
@@ -379,7 +334,7 @@ async def _timed(
     scenario: str,
     nodes: int,
     side: Side,
-    meter: Meter,
+    meter: common.Meter,
     pid: int,
     body: Callable[[], Awaitable[int]],
 ) -> Sample:
@@ -408,24 +363,17 @@ async def _timed(
 
 async def measure(system: str, url: str, chain: int, fan: int, redis: Redis) -> list[Sample]:
     queue = f"bench-graph-{uuid.uuid4().hex[:12]}"
-    meter = Meter(redis)
-    env = dict(os.environ, TASKFLOW_REDIS_URL=url, TASKFLOW_EMBEDDED="never")
+    meter = common.Meter(redis)
     side = SIDES[system](url, queue, redis)
     try:
-        async with side:
-            proc = await asyncio.create_subprocess_exec(*side.argv(url), cwd=ROOT, env=env)
-            try:
-                await asyncio.wait_for(side.warm_up(), 60)
-                samples = [
-                    await _timed(
-                        system, "chain", chain, side, meter, proc.pid, lambda: side.chain(chain)
-                    ),
-                    await _timed(
-                        system, "fan", fan + 2, side, meter, proc.pid, lambda: side.fan(fan)
-                    ),
-                ]
-            finally:
-                await _stop(proc, signal_it=True)
+        async with side, common.worker_process(side.argv(url), common.worker_env(url)) as proc:
+            await asyncio.wait_for(side.warm_up(), 60)
+            samples = [
+                await _timed(
+                    system, "chain", chain, side, meter, proc.pid, lambda: side.chain(chain)
+                ),
+                await _timed(system, "fan", fan + 2, side, meter, proc.pid, lambda: side.fan(fan)),
+            ]
     finally:
         left = await _cleanup_side(side, redis)
     if left:
@@ -436,19 +384,15 @@ async def measure(system: str, url: str, chain: int, fan: int, redis: Redis) -> 
 async def _cleanup_side(side: Side, redis: Redis) -> int:
     """Delete every key the side may have created; return how many still exist."""
     ids, others, queue_key = side.created()
-    await _cleanup(redis, ids, queue_key)  # job, result, retry, in-progress, failures, queue
-    for chunk in _chunks(others, 500):
+    await common.cleanup(redis, ids, queue_key)  # job, result, retry, in-progress, failures, queue
+    for chunk in common.chunks(others, 500):
         await redis.unlink(*chunk)
-    every = [p + i for i in ids for p in KEY_PREFIXES] + others
+    every = [p + i for i in ids for p in common.KEY_PREFIXES] + others
     every += [queue_key, queue_key + ":health-check"]
-    return sum([int(await redis.exists(*chunk)) for chunk in _chunks(every, 500)])
+    return sum([int(await redis.exists(*chunk)) for chunk in common.chunks(every, 500)])
 
 
 # -- report -------------------------------------------------------------------------------
-
-
-def _median(samples: list[Sample], attr: str) -> float:
-    return statistics.median(float(getattr(s, attr)) for s in samples)
 
 
 def _pick(samples: list[Sample], system: str, scenario: str) -> list[Sample]:
@@ -461,10 +405,10 @@ def _row(cells: list[str]) -> str:
 
 def _costs(runs: list[Sample]) -> list[str]:
     return [
-        f"{_median(runs, 'cmds_per_node'):.1f}",
-        f"{_median(runs, 'redis_cpu_us'):.0f}",
-        f"{_median(runs, 'worker_cpu_ms'):.3f}",
-        f"{_median(runs, 'client_cpu_ms'):.3f}",
+        f"{median(runs, 'cmds_per_node'):.1f}",
+        f"{median(runs, 'redis_cpu_us'):.0f}",
+        f"{median(runs, 'worker_cpu_ms'):.3f}",
+        f"{median(runs, 'client_cpu_ms'):.3f}",
     ]
 
 
@@ -505,13 +449,13 @@ def _print_tables(samples: list[Sample], chain: int, fan: int) -> None:
         print("|---" + "|---:" * (len(columns) + 4) + "|")
         for system in SIDES:
             runs = _pick(samples, system, scenario)
-            cells = [format(_median(runs, attr), fmt) for _, attr, fmt in columns]
+            cells = [format(median(runs, attr), fmt) for _, attr, fmt in columns]
             print(_row([system, *cells, *_costs(runs)]))
     print()
     for scenario in ("chain", "fan"):
         a, t = _pick(samples, arq, scenario), _pick(samples, tf, scenario)
         ratios = ", ".join(
-            f"{label} {_median(a, attr) / _median(t, attr):.2f}" for label, attr in RATIOS
+            f"{label} {median(a, attr) / median(t, attr):.2f}" for label, attr in RATIOS
         )
         print(f"ratio arq/taskflow, {scenario}: {ratios}")
 
@@ -533,10 +477,10 @@ def _print_details(samples: list[Sample]) -> None:
     for scenario in ("chain", "fan"):
         for system in SIDES:
             runs = _pick(samples, system, scenario)
-            total: Counter[str] = sum((s.commands for s in runs), Counter())
-            count = sum(s.nodes for s in runs)
-            parts = [f"{c} {n / count:.2f}" for c, n in total.most_common() if n / count >= 0.005]
-            print(f"  {scenario} {system}: " + ", ".join(parts))
+            breakdown = common.command_breakdown(
+                (s.commands for s in runs), sum(s.nodes for s in runs)
+            )
+            print(f"  {scenario} {system}: {breakdown}")
 
 
 async def bench(chain: int, fan: int, runs: int, url: str, private: bool) -> None:
@@ -560,7 +504,7 @@ async def bench(chain: int, fan: int, runs: int, url: str, private: bool) -> Non
     finally:
         await redis.aclose()
     print(
-        f"\nOne worker process per system, concurrency {CONCURRENCY}; arq polls every "
+        f"\nOne worker process per system, concurrency {common.CONCURRENCY}; arq polls every "
         f"{ARQ_POLL * 1000:g} ms (worker and client); median of {runs} run(s); "
         f"Redis {version} at {url}; 1-min load average {load:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs"
@@ -572,33 +516,15 @@ async def bench(chain: int, fan: int, runs: int, url: str, private: bool) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chain", type=int, default=200, help="chain length (default 200)")
-    parser.add_argument("--fan", type=int, default=1000, help="fan width (default 1000)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3)")
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("TASKFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument(
-        "--private-redis",
-        action="store_true",
-        help="start a private redis-server, so other clients cannot skew the Redis counters",
-    )
-    parser.add_argument("--arq-worker", metavar="QUEUE_KEY", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    options = common.parser(__doc__)
+    options.add_argument("--chain", type=int, default=200, help="chain length (default 200)")
+    options.add_argument("--fan", type=int, default=1000, help="fan width (default 1000)")
+    args = options.parse_args()
     if args.arq_worker:
-        run_arq_worker(args.arq_worker, args.redis_url)
+        arq_worker(args.arq_worker, args.redis_url)
         return
-    server = None
-    url = args.redis_url
-    if args.private_redis:
-        server, url = _start_private_redis()
-    try:
-        asyncio.run(bench(args.chain, args.fan, args.runs, url, server is not None))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+    with common.server_url(args) as url:
+        asyncio.run(bench(args.chain, args.fan, args.runs, url, args.private_redis))
 
 
 if __name__ == "__main__":

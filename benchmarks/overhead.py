@@ -26,36 +26,34 @@ Timing figures belong here, never in tests.
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a script: make `benchmarks.common` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import asyncio
 import atexit
-import logging
 import os
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 import taskflow
+from benchmarks import common
+from benchmarks.common import median
+from taskflow import connection
 from taskflow.serde import arq_deserializer, arq_serializer
 
-ROOT = Path(__file__).resolve().parent.parent
 PROBE_ENV = "TASKFLOW_BENCH_PROBE"
-CONCURRENCY = 100
-KEY_PREFIXES = ("arq:result:", "arq:job:", "arq:retry:", "arq:in-progress:", "taskflow:failures:")
 
 
 # -- inside the worker processes ----------------------------------------------------------
@@ -109,22 +107,12 @@ async def arq_noop(ctx: dict[str, Any]) -> None:
     _PROBE.touch()
 
 
-def run_arq_worker(queue_key: str, redis_url: str) -> None:
-    from arq.connections import RedisSettings
-    from arq.worker import Worker, func
+def arq_worker(queue_key: str, url: str) -> None:
+    from arq.worker import func
 
-    logging.basicConfig(level=logging.WARNING)
-    worker = Worker(
-        functions=[func(arq_noop, name="noop")],
-        queue_name=queue_key,
-        redis_settings=RedisSettings.from_dsn(redis_url),
-        burst=True,
-        max_jobs=CONCURRENCY,
-        poll_delay=0.01,
-        job_serializer=arq_serializer,
-        job_deserializer=arq_deserializer,
+    common.run_arq_worker(
+        [func(arq_noop, name="noop")], queue_key, url, burst=True, poll_delay=0.01
     )
-    worker.run()
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -183,7 +171,7 @@ async def _enqueue_arq(url: str, queue: str, n: int) -> tuple[list[str], float]:
         RedisSettings.from_dsn(url),
         job_serializer=arq_serializer,
         job_deserializer=arq_deserializer,
-        default_queue_name=_arq_queue_key(queue),
+        default_queue_name=common.arq_queue_key(queue),
     )
     ids: list[str] = []
     try:
@@ -198,82 +186,34 @@ async def _enqueue_arq(url: str, queue: str, n: int) -> tuple[list[str], float]:
     return ids, elapsed
 
 
-def _taskflow_queue_key(queue: str) -> str:
-    from taskflow import keys
-
-    return keys.queue(queue)
-
-
-def _arq_queue_key(queue: str) -> str:
-    return "arq:queue:" + queue
-
-
 def _taskflow_argv(url: str, queue: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "taskflow",
-        "--log-level",
-        "WARNING",
-        "worker",
-        "benchmarks.overhead:app",
-        "--queue",
-        queue,
-        "--concurrency",
-        str(CONCURRENCY),
-    ]
+    return common.taskflow_worker_argv("benchmarks.overhead:app", queue)
 
 
 def _arq_argv(url: str, queue: str) -> list[str]:
-    script = str(Path(__file__).resolve())
-    return [sys.executable, script, "--arq-worker", _arq_queue_key(queue), "--redis-url", url]
-
-
-def _arq_version() -> str:
-    import arq
-
-    return str(arq.VERSION)
+    return common.arq_worker_argv(str(Path(__file__).resolve()), common.arq_queue_key(queue), url)
 
 
 SYSTEMS = (
     System(
         f"taskflow {taskflow.__version__}",
-        _taskflow_queue_key,
+        common.taskflow_queue_key,
         _enqueue_taskflow,
         _taskflow_argv,
         stops_itself=False,
     ),
-    System(f"arq {_arq_version()}", _arq_queue_key, _enqueue_arq, _arq_argv, stops_itself=True),
+    System(
+        f"arq {common.arq_version()}",
+        common.arq_queue_key,
+        _enqueue_arq,
+        _arq_argv,
+        stops_itself=True,
+    ),
 )
 
 
-class Meter:
-    """Redis INFO snapshots, net of the commands this script itself sends."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self.own: Counter[str] = Counter()
-
-    async def snapshot(self) -> tuple[Counter[str], float]:
-        stats = await self.redis.info("commandstats")
-        cpu = await self.redis.info("cpu")
-        calls = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
-        return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
-
-    async def remaining(self, key: str) -> int:
-        self.own["zcard"] += 1
-        return int(await self.redis.zcard(key))
-
-    def net(self, before: Counter[str], after: Counter[str]) -> Counter[str]:
-        delta = Counter({k: after[k] - before.get(k, 0) for k in after})
-        # an INFO reply leaves out its own call: the later snapshot sees both earlier INFO calls
-        delta.subtract(self.own + Counter(info=2))
-        self.own.clear()
-        return +delta  # drops zero entries
-
-
 async def _wait_drained(
-    meter: Meter, key: str, proc: asyncio.subprocess.Process, timeout: float
+    meter: common.Meter, key: str, proc: asyncio.subprocess.Process, timeout: float
 ) -> None:
     deadline = time.perf_counter() + timeout
     while (left := await meter.remaining(key)) > 0:
@@ -284,76 +224,33 @@ async def _wait_drained(
         await asyncio.sleep(0.01)
 
 
-async def _stop(proc: asyncio.subprocess.Process, signal_it: bool) -> None:
-    if signal_it and proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited with status {proc.returncode}")
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 async def _drain_window(redis: Redis, ids: list[str]) -> float:
     """Seconds from the first job's start to the last job's finish, from the results."""
-    starts: list[int] = []
-    finishes: list[int] = []
-    bad = 0
-    for chunk in _chunks(ids, 1000):
-        for raw in await redis.mget(["arq:result:" + i for i in chunk]):
-            record = orjson.loads(raw) if raw is not None else {}
-            if not record.get("s"):
-                bad += 1
-                continue
-            starts.append(record["st"])
-            finishes.append(record["ft"])
-    if bad:
-        raise RuntimeError(f"{bad} of {len(ids)} jobs have no successful result")
+    starts, finishes = await common.result_times(redis, ids)
     return (max(finishes) - min(starts)) / 1000
-
-
-async def _cleanup(redis: Redis, ids: list[str], queue_key: str) -> None:
-    for chunk in _chunks(ids, 500):
-        await redis.unlink(*[p + i for i in chunk for p in KEY_PREFIXES])
-    await redis.unlink(queue_key, queue_key + ":health-check")
-
-
-def _child_env(url: str, probe: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(TASKFLOW_REDIS_URL=url, TASKFLOW_EMBEDDED="never", **{PROBE_ENV: str(probe)})
-    return env
 
 
 async def measure(system: System, url: str, jobs: int, redis: Redis) -> Run:
     queue = f"bench-overhead-{uuid.uuid4().hex[:12]}"
     key = system.queue_key(queue)
-    meter = Meter(redis)
+    meter = common.Meter(redis)
     ids, enqueue_s = await system.enqueue(url, queue, jobs)
     with tempfile.TemporaryDirectory(prefix="taskflow-bench-") as tmp:
         probe = Path(tmp) / "probe.json"
         try:
             calls0, cpu0 = await meter.snapshot()
             spawned = time.perf_counter()
-            proc = await asyncio.create_subprocess_exec(
-                *system.argv(url, queue), cwd=ROOT, env=_child_env(url, probe)
-            )
-            try:
+            async with common.worker_process(
+                system.argv(url, queue),
+                common.worker_env(url, **{PROBE_ENV: str(probe)}),
+                signal_it=not system.stops_itself,
+            ) as proc:
                 await _wait_drained(meter, key, proc, timeout=120)
                 drained = time.perf_counter()
                 calls1, cpu1 = await meter.snapshot()
-            finally:
-                await _stop(proc, signal_it=not system.stops_itself)
             drain_s = await _drain_window(redis, ids)
         finally:
-            await _cleanup(redis, ids, key)
+            await common.cleanup(redis, ids, key)
         seen = orjson.loads(probe.read_bytes())
     return Run(
         system=system.name,
@@ -370,15 +267,11 @@ async def measure(system: System, url: str, jobs: int, redis: Redis) -> Run:
 # -- report -------------------------------------------------------------------------------
 
 
-def _median(runs: list[Run], attr: str) -> float:
-    return statistics.median(float(getattr(r, attr)) for r in runs)
-
-
 def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: str) -> None:
     n_runs = len(next(iter(by_system.values())))
     print()
     print(
-        f"{jobs:,} no-op jobs, one worker process, concurrency {CONCURRENCY}, "
+        f"{jobs:,} no-op jobs, one worker process, concurrency {common.CONCURRENCY}, "
         f"median of {n_runs} run(s); Redis {version} at {url}"
     )
     print()
@@ -390,13 +283,13 @@ def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: 
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, runs in by_system.items():
         print(
-            f"| {name} | {_median(runs, 'enqueue_rate'):,.0f} | {_median(runs, 'rate'):,.0f} "
-            f"| {_median(runs, 'worker_cpu_ms'):.3f} | {_median(runs, 'commands_per_job'):.2f} "
-            f"| {_median(runs, 'redis_cpu_us'):.1f} | {_median(runs, 'wall_s'):.2f} |"
+            f"| {name} | {median(runs, 'enqueue_rate'):,.0f} | {median(runs, 'rate'):,.0f} "
+            f"| {median(runs, 'worker_cpu_ms'):.3f} | {median(runs, 'commands_per_job'):.2f} "
+            f"| {median(runs, 'redis_cpu_us'):.1f} | {median(runs, 'wall_s'):.2f} |"
         )
     tf, arq = (by_system[s.name] for s in SYSTEMS)
-    ratio = _median(tf, "rate") / _median(arq, "rate")
-    enq = _median(tf, "enqueue_rate") / _median(arq, "enqueue_rate")
+    ratio = median(tf, "rate") / median(arq, "rate")
+    enq = median(tf, "enqueue_rate") / median(arq, "enqueue_rate")
     print()
     print(f"drain throughput ratio taskflow/arq: {ratio:.2f}   enqueue ratio: {enq:.2f}")
     print("per run, drain jobs/s:")
@@ -404,14 +297,8 @@ def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: 
         print(f"  {name}: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
     print("Redis commands per job, by command (all runs, incl. commands inside Lua scripts):")
     for name, runs in by_system.items():
-        total: Counter[str] = sum((r.commands for r in runs), Counter())
-        count = sum(r.jobs for r in runs)
-        parts = [
-            f"{cmd} {calls / count:.2f}"
-            for cmd, calls in total.most_common()
-            if calls / count >= 0.005
-        ]
-        print(f"  {name}: " + ", ".join(parts))
+        breakdown = common.command_breakdown((r.commands for r in runs), sum(r.jobs for r in runs))
+        print(f"  {name}: {breakdown}")
 
 
 async def bench(jobs: int, runs: int, url: str) -> None:
@@ -434,70 +321,38 @@ async def bench(jobs: int, runs: int, url: str) -> None:
     _print_table(by_system, jobs, url, version)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def main() -> None:
+    options = common.parser(__doc__)
+    options.add_argument("--jobs", type=int, default=5000, help="jobs per run (default 5000)")
+    args = options.parse_args()
+    if args.arq_worker:
+        arq_worker(args.arq_worker, args.redis_url)
+        return
+    with common.server_url(args) as url:
+        asyncio.run(bench(args.jobs, args.runs, url))
+
+
+# -- names other scripts imported from here before they moved to common.py ---------------
+
+CONCURRENCY = common.CONCURRENCY
+KEY_PREFIXES = common.KEY_PREFIXES
+ROOT = common.ROOT
+Meter = common.Meter
+_arq_queue_key = common.arq_queue_key
+_arq_version = common.arq_version
+_chunks = common.chunks
+_cleanup = common.cleanup
+_free_port = connection._free_port
+_stop = common.stop
+_taskflow_queue_key = common.taskflow_queue_key
 
 
 def _start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("--private-redis needs redis-server on PATH")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("private redis-server did not start")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=5000, help="jobs per run (default 5000)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3)")
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("TASKFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument(
-        "--private-redis",
-        action="store_true",
-        help="start a private redis-server, so other clients cannot skew the Redis counters",
-    )
-    parser.add_argument("--arq-worker", metavar="QUEUE_KEY", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.arq_worker:
-        run_arq_worker(args.arq_worker, args.redis_url)
-        return
-    server = None
-    url = args.redis_url
-    if args.private_redis:
-        server, url = _start_private_redis()
-    try:
-        asyncio.run(bench(args.jobs, args.runs, url))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+    """A private redis-server's process and URL, for callers that terminate the process
+    themselves (its working directory is removed at exit). main() uses common.server_url."""
+    server = common.PrivateRedis.start()
+    atexit.register(server.stop)
+    return server.process, server.url
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ are random); nothing is flushed. Set TASKFLOW_TEST_REDIS_URL to use another serv
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -16,16 +15,10 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 import taskflow
+from tests.apps.shared import REDIS_URL, fast_worker
 
-REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-# fast settings for tests: short polls, short leases, short grace
-FAST_WORKER = taskflow.WorkerSettings(
-    poll_interval=timedelta(milliseconds=10),
-    lease=timedelta(seconds=2),
-    heartbeat_interval=timedelta(milliseconds=500),
-    grace_period=timedelta(seconds=2),
-)
+# fast settings for tests: short polls, leases and grace
+FAST_WORKER = fast_worker(grace_period=timedelta(seconds=2))
 
 
 @pytest.fixture

@@ -12,19 +12,17 @@ tests/apps/graph_app.py). Each worker's output goes to a file that is printed at
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import orjson
@@ -38,12 +36,14 @@ from taskflow import keys
 from taskflow.errors import GraphFailed
 from taskflow.graph import Node
 from taskflow.resolver import RunHandle, RunStatus
+from tests import processes
 from tests.apps import graph_app
 from tests.conftest import REDIS_URL
+from tests.helpers import delete_keys, until
+from tests.processes import WorkerProcess, child_env, wait_live
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.graph_app:app"
 RAN = frozenset({"succeeded", "failed"})
 BAD = frozenset({"failed", "upstream_failed", "cancelled"})
@@ -52,66 +52,18 @@ BAD = frozenset({"failed", "upstream_failed", "cancelled"})
 # -- worker processes ---------------------------------------------------------------------
 
 
-@dataclass
-class WorkerProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    queues: list[str]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+def queue_env(queues: Sequence[str]) -> dict[str, str]:
+    """The environment that tells graph_app the test's two queues."""
+    return {"TEST_QUEUE_A": queues[0], "TEST_QUEUE_B": queues[1]}
 
 
-@dataclass
-class Workers:
-    """Starts worker subprocesses; the fixture kills them all and prints every log."""
-
-    tmp_path: Path
-    started: list[WorkerProcess] = field(default_factory=list)
-
-    def start(self, queues: Sequence[str], *, concurrency: int = 100) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "TASKFLOW_TEST_REDIS_URL": REDIS_URL,
-            "TEST_QUEUE_A": queues[0],
-            "TEST_QUEUE_B": queues[1],
-            "PYTHONUNBUFFERED": "1",
-        }
-        argv = [sys.executable, "-m", "taskflow", "--log-level", "INFO", "worker", APP]
-        for queue in queues:
-            argv += ["--queue", queue]
-        argv += ["--concurrency", str(concurrency)]
-        log_path = self.tmp_path / f"graph-worker-{len(self.started)}.log"
-        log_file = log_path.open("wb")
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # signals come from the test only
-        )
-        worker = WorkerProcess(proc, log_path, log_file, list(queues))
-        self.started.append(worker)
-        return worker
-
+class Workers(processes.Workers):
     async def start_live(
         self, queues: Sequence[str], count: int, *, concurrency: int = 100
     ) -> list[WorkerProcess]:
         """Start ``count`` workers at once; wait until every heartbeat serves ``queues``."""
-        started = [self.start(queues, concurrency=concurrency) for _ in range(count)]
+        env = queue_env(queues)
+        started = [self.spawn(queues, concurrency=concurrency, env=env) for _ in range(count)]
         client = Redis.from_url(REDIS_URL)
         try:
             for worker in started:
@@ -120,44 +72,11 @@ class Workers:
             await client.aclose()
         return started
 
-    def by_pid(self, pid: int) -> WorkerProcess:
-        return next(w for w in self.started if w.pid == pid)
-
-    def logs(self) -> str:
-        return "".join(
-            f"\n----- worker pid {w.pid} exit {w.proc.poll()} -----\n{w.log()}"
-            for w in self.started
-        )
-
-    def cleanup(self) -> None:
-        for worker in self.started:
-            try:
-                worker.kill()
-            finally:
-                worker.log_file.close()
-            header = f"worker pid {worker.pid} queues {worker.queues} exit {worker.proc.returncode}"
-            log = worker.log_path.read_text(errors="replace")
-            sys.stdout.write(f"\n----- {header} -----\n{log}")
-
-
-async def wait_live(redis: Redis, worker: WorkerProcess, timeout: float = 20.0) -> None:
-    with anyio.move_on_after(timeout):
-        while True:
-            assert worker.proc.poll() is None, f"worker exited at startup:\n{worker.log()}"
-            for info in await taskflow.live_workers(redis):
-                if info.pid == worker.pid and set(worker.queues) <= set(info.queues):
-                    return
-            await anyio.sleep(0.05)
-    raise AssertionError(f"worker {worker.pid} not live after {timeout}s:\n{worker.log()}")
-
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(tmp_path)
-    try:
+    with Workers(tmp_path, APP) as started:
         yield started
-    finally:
-        started.cleanup()
 
 
 def new_queues(tag: str) -> tuple[str, str]:
@@ -169,31 +88,29 @@ def new_queues(tag: str) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def client(queues: Sequence[str]) -> AsyncIterator[tuple[taskflow.TaskFlow, Redis]]:
-    """An open app on the test's queues and a raw client; test keys are deleted after."""
+async def client(
+    queues: Sequence[str], tid: str
+) -> AsyncIterator[tuple[taskflow.TaskFlow, Redis, list[str]]]:
+    """An open app on the test's queues, a raw client, and a list for the ids of the runs the
+    test submits. After: test ``tid``'s effect keys, those runs' state and the queues are
+    deleted (nothing else is ever deleted)."""
     app = graph_app.make_app(queues[0])
     await app.__aenter__()
     pool = app.redis.connection_pool
     raw = Redis.from_url(REDIS_URL)
+    run_ids: list[str] = []
     try:
-        yield app, raw
+        yield app, raw, run_ids
     finally:
-        # TaskFlow.aclose() leaves the pool's sockets open (see test_worker_process.py)
-        await app.aclose()
-        await pool.disconnect()
         try:
-            await raw.delete(*(keys.queue(q) for q in queues))
+            run_keys = [k for run_id in run_ids for k in keys.run_keys(run_id)]
+            queue_keys = [keys.queue(q) for q in queues]
+            await delete_keys(raw, f"{graph_app.prefix(tid)}*", run_keys + queue_keys)
         finally:
+            # TaskFlow.aclose() leaves the pool's sockets open (see test_worker_process.py)
+            await app.aclose()
+            await pool.disconnect()
             await raw.aclose()
-
-
-async def forget(redis: Redis, tid: str, run_ids: Sequence[str] = ()) -> None:
-    """Delete a test's effect keys and its runs' state (nothing else is ever deleted)."""
-    doomed = [k async for k in redis.scan_iter(match=f"{graph_app.prefix(tid)}*", count=1000)]
-    for run_id in run_ids:
-        doomed += keys.run_keys(run_id)
-    for start in range(0, len(doomed), 1000):
-        await redis.delete(*doomed[start : start + 1000])
 
 
 @dataclass(frozen=True)
@@ -244,20 +161,18 @@ async def wait_run(run: RunHandle, timeout: float) -> RunStatus:
 
 
 async def wait_count(redis: Redis, key: str, target: int, timeout: float) -> None:
-    with anyio.fail_after(timeout):
-        while True:
-            if int(await redis.get(key) or 0) >= target:
-                return
-            await anyio.sleep(0.02)
+    async def reached() -> bool:
+        return int(await redis.get(key) or 0) >= target
+
+    await until(reached, timeout, interval=0.02)
 
 
 async def wait_states(run: RunHandle, names: Sequence[str], state: str, timeout: float) -> None:
-    with anyio.fail_after(timeout):
-        while True:
-            nodes = (await run.status()).nodes
-            if all(nodes[n].state.value == state for n in names):
-                return
-            await anyio.sleep(0.02)
+    async def reached() -> bool:
+        nodes = (await run.status()).nodes
+        return all(nodes[n].state.value == state for n in names)
+
+    await until(reached, timeout, interval=0.02)
 
 
 def ended_at(status: RunStatus, effects: dict[str, Effects], name: str) -> float:
@@ -380,36 +295,32 @@ def random_dag(seed: int, size: int) -> list[Spec]:
 async def check_dag(queues: tuple[str, str], dag: list[Spec]) -> None:
     tid = uuid.uuid4().hex
     names = [f"n{i}" for i in range(len(dag))]
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            step = app.tasks["step"]
-            graph = app.graph(f"dag-{tid[:8]}")
-            nodes: list[Node] = []
-            for i, spec in enumerate(dag):
-                parents = [nodes[p] for p in spec.parents]
-                edges: dict[str, Any] = (
-                    {"deps": parents} if spec.data and parents else {"after": parents}
+    async with client(queues, tid) as (app, redis, run_ids):
+        step = app.tasks["step"]
+        graph = app.graph(f"dag-{tid[:8]}")
+        nodes: list[Node] = []
+        for i, spec in enumerate(dag):
+            parents = [nodes[p] for p in spec.parents]
+            edges: dict[str, Any] = (
+                {"deps": parents} if spec.data and parents else {"after": parents}
+            )
+            nodes.append(
+                graph.add(
+                    step,
+                    tid,
+                    names[i],
+                    fail=spec.fail,
+                    sleep=spec.sleep,
+                    name=names[i],
+                    trigger=spec.trigger,
+                    queue=queues[spec.queue],
+                    **edges,
                 )
-                nodes.append(
-                    graph.add(
-                        step,
-                        tid,
-                        names[i],
-                        fail=spec.fail,
-                        sleep=spec.sleep,
-                        name=names[i],
-                        trigger=spec.trigger,
-                        queue=queues[spec.queue],
-                        **edges,
-                    )
-                )
-            run = await graph.submit()
-            run_ids.append(run.run_id)
-            status = await wait_run(run, timeout=60)
-            effects = await read_effects(redis, tid, names)
-        finally:
-            await forget(redis, tid, run_ids)
+            )
+        run = await graph.submit()
+        run_ids.append(run.run_id)
+        status = await wait_run(run, timeout=60)
+        effects = await read_effects(redis, tid, names)
     check_outcome(dag, names, status, effects)
 
 
@@ -531,22 +442,18 @@ async def test_all_success_child_of_a_skipped_and_a_failed_parent_is_upstream_fa
     await workers.start_live(queues, 2)
     tid = uuid.uuid4().hex
     names = ["x", "s", "f", "c", "d"]
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            step = app.tasks["step"]
-            graph = app.graph(f"order-{tid[:8]}")
-            x = graph.add(step, tid, "x", name="x")
-            s = graph.add(step, tid, "s", name="s", trigger="any_failed", after=[x])
-            f = graph.add(step, tid, "f", name="f", fail=True, sleep=1.0, queue=queues[1])
-            c = graph.add(step, tid, "c", name="c", after=[s, f])
-            graph.add(step, tid, "d", name="d", trigger="none_failed", after=[c])
-            run = await graph.submit()
-            run_ids.append(run.run_id)
-            status = await wait_run(run, timeout=30)
-            effects = await read_effects(redis, tid, names)
-        finally:
-            await forget(redis, tid, run_ids)
+    async with client(queues, tid) as (app, redis, run_ids):
+        step = app.tasks["step"]
+        graph = app.graph(f"order-{tid[:8]}")
+        x = graph.add(step, tid, "x", name="x")
+        s = graph.add(step, tid, "s", name="s", trigger="any_failed", after=[x])
+        f = graph.add(step, tid, "f", name="f", fail=True, sleep=1.0, queue=queues[1])
+        c = graph.add(step, tid, "c", name="c", after=[s, f])
+        graph.add(step, tid, "d", name="d", trigger="none_failed", after=[c])
+        run = await graph.submit()
+        run_ids.append(run.run_id)
+        status = await wait_run(run, timeout=30)
+        effects = await read_effects(redis, tid, names)
 
     states = {n: status.nodes[n].state.value for n in names}
     counts = {n: effects[n].count for n in names}
@@ -573,29 +480,24 @@ async def test_500_parents_ending_at_once_release_their_child_exactly_once(
     # 3 x 200 slots: every parent runs at once, and no single process can hold them all
     procs = await workers.start_live(queues, 3, concurrency=200)
     tid = uuid.uuid4().hex
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            gate, step = app.tasks["gate"], app.tasks["step"]
-            graph = app.graph(f"fanin-{tid[:8]}")
-            parents = [
-                graph.add(gate, tid, f"p{i}", name=f"p{i}", queue=queues[i % 2])
-                for i in range(width)
-            ]
-            graph.add(step, tid, "child", deps=parents, name="child")
-            run = await graph.submit()
-            run_ids.append(run.run_id)
+    async with client(queues, tid) as (app, redis, run_ids):
+        gate, step = app.tasks["gate"], app.tasks["step"]
+        graph = app.graph(f"fanin-{tid[:8]}")
+        parents = [
+            graph.add(gate, tid, f"p{i}", name=f"p{i}", queue=queues[i % 2]) for i in range(width)
+        ]
+        graph.add(step, tid, "child", deps=parents, name="child")
+        run = await graph.submit()
+        run_ids.append(run.run_id)
 
-            await wait_count(redis, graph_app.arrived_key(tid), width, timeout=60)
-            assert (await run.status()).nodes["child"].state.value == "pending"
-            release = time.time() + 0.5
-            await redis.set(graph_app.barrier_key(tid), repr(release), ex=3600)
-            result = await run.wait(timeout=60)
-            status = await run.status()
-            names = [f"p{i}" for i in range(width)]
-            effects = await read_effects(redis, tid, [*names, "child"])
-        finally:
-            await forget(redis, tid, run_ids)
+        await wait_count(redis, graph_app.arrived_key(tid), width, timeout=60)
+        assert (await run.status()).nodes["child"].state.value == "pending"
+        release = time.time() + 0.5
+        await redis.set(graph_app.barrier_key(tid), repr(release), ex=3600)
+        result = await run.wait(timeout=60)
+        status = await run.status()
+        names = [f"p{i}" for i in range(width)]
+        effects = await read_effects(redis, tid, [*names, "child"])
 
     assert status.state == "succeeded", (status.counts, workers.logs())
     assert result["child"] == "child"
@@ -627,36 +529,32 @@ async def test_2000_node_chain_and_1000_wide_fan_complete_across_processes(
     tid = uuid.uuid4().hex
     chain_names = [f"c{i}" for i in range(2000)]
     mid_names = [f"m{i}" for i in range(1000)]
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            step = app.tasks["step"]
-            chain = app.graph(f"chain-{tid[:8]}")
-            prev: list[Node] = []
-            for i, name in enumerate(chain_names):
-                prev = [chain.add(step, tid, name, name=name, after=prev, queue=queues[i % 2])]
-            fan = app.graph(f"fan-{tid[:8]}")
-            root = fan.add(step, tid, "root", name="root")
-            mids = [
-                fan.add(step, tid, n, sleep=0.01, name=n, after=[root], queue=queues[i % 2])
-                for i, n in enumerate(mid_names)
-            ]
-            fan.add(step, tid, "join", name="join", after=mids)
+    async with client(queues, tid) as (app, redis, run_ids):
+        step = app.tasks["step"]
+        chain = app.graph(f"chain-{tid[:8]}")
+        prev: list[Node] = []
+        for i, name in enumerate(chain_names):
+            prev = [chain.add(step, tid, name, name=name, after=prev, queue=queues[i % 2])]
+        fan = app.graph(f"fan-{tid[:8]}")
+        root = fan.add(step, tid, "root", name="root")
+        mids = [
+            fan.add(step, tid, n, sleep=0.01, name=n, after=[root], queue=queues[i % 2])
+            for i, n in enumerate(mid_names)
+        ]
+        fan.add(step, tid, "join", name="join", after=mids)
 
-            began = time.monotonic()
-            chain_run = await chain.submit()
-            run_ids.append(chain_run.run_id)
-            fan_run = await fan.submit()
-            run_ids.append(fan_run.run_id)
-            fan_results = await fan_run.wait(timeout=90)
-            fan_took = time.monotonic() - began
-            chain_results = await chain_run.wait(timeout=90)
-            chain_took = time.monotonic() - began
-            chain_status = await chain_run.status()
-            fan_status = await fan_run.status()
-            effects = await read_effects(redis, tid, [*chain_names, "root", *mid_names, "join"])
-        finally:
-            await forget(redis, tid, run_ids)
+        began = time.monotonic()
+        chain_run = await chain.submit()
+        run_ids.append(chain_run.run_id)
+        fan_run = await fan.submit()
+        run_ids.append(fan_run.run_id)
+        fan_results = await fan_run.wait(timeout=90)
+        fan_took = time.monotonic() - began
+        chain_results = await chain_run.wait(timeout=90)
+        chain_took = time.monotonic() - began
+        chain_status = await chain_run.status()
+        fan_status = await fan_run.status()
+        effects = await read_effects(redis, tid, [*chain_names, "root", *mid_names, "join"])
     sys.stdout.write(f"fan done after {fan_took:.2f}s, chain after {chain_took:.2f}s\n")
 
     assert chain_status.state == "succeeded" and chain_status.done == 2000
@@ -686,40 +584,32 @@ async def test_sigkilled_workers_node_reruns_elsewhere_with_attempt_2(
     queues = new_queues("kill")
     procs = await workers.start_live(queues, 3)
     tid = uuid.uuid4().hex
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            step = app.tasks["step"]
-            graph = app.graph(f"kill-{tid[:8]}")
-            first = graph.add(step, tid, "first", name="first")
-            # 3 s on its first attempt (the victim), 0.05 s on the re-run
-            slow = graph.add(
-                step, tid, "slow", sleep=0.05, first_sleep=3.0, name="slow", deps=[first]
-            )
-            side = [
-                graph.add(step, tid, f"side{i}", name=f"side{i}", after=[first]) for i in range(6)
-            ]
-            graph.add(step, tid, "last", name="last", deps=[slow], after=side)
-            run = await graph.submit()
-            run_ids.append(run.run_id)
+    async with client(queues, tid) as (app, redis, run_ids):
+        step = app.tasks["step"]
+        graph = app.graph(f"kill-{tid[:8]}")
+        first = graph.add(step, tid, "first", name="first")
+        # 3 s on its first attempt (the victim), 0.05 s on the re-run
+        slow = graph.add(step, tid, "slow", sleep=0.05, first_sleep=3.0, name="slow", deps=[first])
+        side = [graph.add(step, tid, f"side{i}", name=f"side{i}", after=[first]) for i in range(6)]
+        graph.add(step, tid, "last", name="last", deps=[slow], after=side)
+        run = await graph.submit()
+        run_ids.append(run.run_id)
 
-            await wait_count(redis, graph_app.count_key(tid, "slow"), 1, timeout=30)
-            # the side nodes end first, so the victim is running "slow" alone when killed
-            await wait_states(run, [f"side{i}" for i in range(6)], "succeeded", timeout=30)
-            victim_pid = int((await redis.lrange(graph_app.pid_key(tid, "slow"), 0, -1))[0])
-            victim = workers.by_pid(victim_pid)
-            assert (await run.status()).nodes["slow"].state.value == "running"
-            victim.proc.send_signal(signal.SIGKILL)
-            await anyio.to_thread.run_sync(victim.proc.wait, 10)
-            killed_at = time.monotonic()
+        await wait_count(redis, graph_app.count_key(tid, "slow"), 1, timeout=30)
+        # the side nodes end first, so the victim is running "slow" alone when killed
+        await wait_states(run, [f"side{i}" for i in range(6)], "succeeded", timeout=30)
+        victim_pid = int((await redis.lrange(graph_app.pid_key(tid, "slow"), 0, -1))[0])
+        victim = workers.by_pid(victim_pid)
+        assert (await run.status()).nodes["slow"].state.value == "running"
+        victim.proc.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(victim.proc.wait, 10)
+        killed_at = time.monotonic()
 
-            results = await run.wait(timeout=30)
-            waited = time.monotonic() - killed_at
-            status = await run.status()
-            names = ["first", "slow", *(f"side{i}" for i in range(6)), "last"]
-            effects = await read_effects(redis, tid, names)
-        finally:
-            await forget(redis, tid, run_ids)
+        results = await run.wait(timeout=30)
+        waited = time.monotonic() - killed_at
+        status = await run.status()
+        names = ["first", "slow", *(f"side{i}" for i in range(6)), "last"]
+        effects = await read_effects(redis, tid, names)
     sys.stdout.write(f"run ended {waited:.2f}s after the kill\n")
 
     assert victim.proc.returncode == -signal.SIGKILL
@@ -757,37 +647,21 @@ async def test_run_completes_after_its_submitting_process_exits(workers: Workers
     queues = new_queues("detach")
     await workers.start_live(queues, 2)
     tid = uuid.uuid4().hex
-    env = {
-        **os.environ,
-        "TASKFLOW_TEST_REDIS_URL": REDIS_URL,
-        "TEST_QUEUE_A": queues[0],
-        "TEST_QUEUE_B": queues[1],
-    }
-    run_ids: list[str] = []
-    async with client(queues) as (app, redis):
-        try:
-            done = await anyio.to_thread.run_sync(
-                lambda: subprocess.run(
-                    [sys.executable, "-c", SUBMIT, tid],
-                    cwd=ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
-            run_id = done.stdout.strip().splitlines()[-1]
-            run_ids.append(run_id)
-            assert len(run_id) == 32, done.stdout
+    env = child_env(**queue_env(queues))
+    async with client(queues, tid) as (app, redis, run_ids):
+        done = await anyio.to_thread.run_sync(
+            lambda: processes.run([sys.executable, "-c", SUBMIT, tid], env, timeout=60)
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        run_id = done.stdout.strip().splitlines()[-1]
+        run_ids.append(run_id)
+        assert len(run_id) == 32, done.stdout
 
-            handle = app.run_handle(run_id)
-            results = await handle.wait(timeout=30)
-            status = await handle.status()
-            names = ["root", *(f"mid-{i}" for i in range(20)), "join"]
-            effects = await read_effects(redis, tid, names)
-        finally:
-            await forget(redis, tid, run_ids)
+        handle = app.run_handle(run_id)
+        results = await handle.wait(timeout=30)
+        status = await handle.status()
+        names = ["root", *(f"mid-{i}" for i in range(20)), "join"]
+        effects = await read_effects(redis, tid, names)
 
     assert status.state == "succeeded", status.counts
     assert status.graph == f"detached-{tid}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 import taskflow
 from taskflow import JobStatus, keys
+from tests.helpers import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,19 +26,11 @@ SLACK = 0.5  # generous scheduling slack on top of a computed delay, in seconds
 QUICK = taskflow.Backoff(base=0.05, cap=0.05, jitter=False)
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.01)
-
-
 async def wait_status(handle: taskflow.JobHandle[Any], status: JobStatus) -> None:
     async def reached() -> bool:
         return await handle.status() is status
 
-    await wait_until(reached)
+    await until(reached)
 
 
 def new_id() -> str:

@@ -17,9 +17,8 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
@@ -28,12 +27,13 @@ from redis.asyncio import Redis
 
 import taskflow
 from taskflow import keys
+from tests import processes
 from tests.apps import worker_app
-from tests.conftest import REDIS_URL
+from tests.helpers import delete_keys, until
+from tests.processes import WorkerProcess, child_env, wait_live
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.worker_app:app"
 TASK = "sleep_then_record"
 
@@ -41,49 +41,7 @@ TASK = "sleep_then_record"
 # -- worker processes ---------------------------------------------------------------------
 
 
-@dataclass
-class WorkerProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    queues: list[str]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        assert self.proc.poll() is None, f"worker exited early:\n{self.log()}"
-        self.proc.send_signal(signum)
-
-    async def wait(self, timeout: float) -> int:
-        """The exit code, waiting up to ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            while True:
-                if self.proc.poll() is not None:
-                    break
-                await anyio.sleep(0.02)
-        code = self.proc.poll()
-        assert code is not None, f"worker {self.pid} still running after {timeout}s:\n{self.log()}"
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-@dataclass
-class Workers:
-    """Starts worker subprocesses; the fixture kills survivors and prints every log."""
-
-    tmp_path: Path
-    started: list[WorkerProcess] = field(default_factory=list)
-
+class Workers(processes.Workers):
     def start(
         self,
         queues: list[str],
@@ -92,31 +50,8 @@ class Workers:
         grace: float = 2.0,
         extra: tuple[str, ...] = (),
     ) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "TASKFLOW_TEST_REDIS_URL": REDIS_URL,
-            "TEST_QUEUE": queues[0],
-            "TEST_GRACE": str(grace),
-            "PYTHONUNBUFFERED": "1",
-        }
-        argv = [sys.executable, "-m", "taskflow", "--log-level", "INFO", "worker", APP]
-        for queue in queues:
-            argv += ["--queue", queue]
-        argv += ["--concurrency", str(concurrency), *extra]
-        log_path = self.tmp_path / f"worker-{len(self.started)}.log"
-        log_file = log_path.open("wb")
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # signals come from the test only
-        )
-        worker = WorkerProcess(proc, log_path, log_file, list(queues))
-        self.started.append(worker)
-        return worker
+        env = {"TEST_QUEUE": queues[0], "TEST_GRACE": str(grace)}
+        return self.spawn(queues, concurrency=concurrency, env=env, extra=extra)
 
     async def start_live(self, redis: Redis, queues: list[str], **options: Any) -> WorkerProcess:
         """Start a worker and wait until its heartbeat says it serves ``queues``."""
@@ -124,35 +59,11 @@ class Workers:
         await wait_live(redis, worker)
         return worker
 
-    def cleanup(self) -> None:
-        for worker in self.started:
-            try:
-                worker.kill()
-            finally:
-                worker.log_file.close()
-            header = f"worker pid {worker.pid} queues {worker.queues} exit {worker.proc.returncode}"
-            log = worker.log_path.read_text(errors="replace")
-            sys.stdout.write(f"\n----- {header} -----\n{log}")
-
-
-async def wait_live(redis: Redis, worker: WorkerProcess, timeout: float = 20.0) -> None:
-    with anyio.move_on_after(timeout):
-        while True:
-            assert worker.proc.poll() is None, f"worker exited at startup:\n{worker.log()}"
-            for info in await taskflow.live_workers(redis):
-                if info.pid == worker.pid and set(worker.queues) <= set(info.queues):
-                    return
-            await anyio.sleep(0.05)
-    raise AssertionError(f"worker {worker.pid} not live after {timeout}s:\n{worker.log()}")
-
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(tmp_path)
-    try:
+    with Workers(tmp_path, APP) as started:
         yield started
-    finally:
-        started.cleanup()
 
 
 # -- apps, jobs, effects --------------------------------------------------------------------
@@ -181,14 +92,8 @@ async def client_apps(redis: Redis) -> AsyncIterator[Any]:
         for app in opened:
             await app.aclose()
         for queue in queues:
-            await delete_test_keys(redis, queue)
-
-
-async def delete_test_keys(redis: Redis, queue: str) -> None:
-    """Effect keys of ``queue``'s jobs (job keys contain the queue name) and the queue."""
-    doomed = [k async for k in redis.scan_iter(match=f"tfproc:*{queue}*", count=1000)]
-    doomed.append(keys.queue(queue))
-    await redis.delete(*doomed)
+            # effect keys of the queue's jobs (job keys contain the queue name), and the queue
+            await delete_keys(redis, f"tfproc:*{queue}*", [keys.queue(queue)])
 
 
 def job_key(queue: str, kind: str, i: int) -> str:
@@ -205,12 +110,11 @@ async def attempts(redis: Redis, key: str) -> list[int]:
 
 async def wait_started(redis: Redis, job_keys: list[str], timeout: float = 20.0) -> None:
     """Wait until every job body has started at least once."""
-    with anyio.fail_after(timeout):
-        while True:
-            counts = [await count(redis, worker_app.started_key(k)) for k in job_keys]
-            if all(counts):
-                return
-            await anyio.sleep(0.01)
+
+    async def all_started() -> bool:
+        return all([await count(redis, worker_app.started_key(k)) for k in job_keys])
+
+    await until(all_started, timeout)
 
 
 async def results(handles: list[taskflow.JobHandle[Any]], timeout: float) -> list[Any]:
@@ -370,8 +274,7 @@ def run_check(*queues: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "taskflow", "check", APP]
     for queue in queues:
         argv += ["--queue", queue]
-    env = {**os.environ, "TASKFLOW_TEST_REDIS_URL": REDIS_URL, "TEST_QUEUE": queues[0]}
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    return processes.run(argv, child_env(TEST_QUEUE=queues[0]), timeout=30)
 
 
 async def test_check_follows_worker_liveness(redis: Redis, workers: Workers) -> None:
@@ -470,14 +373,9 @@ def closed_port_url() -> str:
 
 
 def run_unreachable(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TASKFLOW_TEST_REDIS_URL": closed_port_url(), "TEST_QUEUE": "nowhere"}
-    return subprocess.run(
-        [sys.executable, "-m", "taskflow", *argv, APP, "--queue", "nowhere"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = child_env(TASKFLOW_TEST_REDIS_URL=closed_port_url(), TEST_QUEUE="nowhere")
+    return processes.run(
+        [sys.executable, "-m", "taskflow", *argv, APP, "--queue", "nowhere"], env, timeout=60
     )
 
 

@@ -23,12 +23,10 @@ import anyio
 import orjson
 
 import taskflow
+from tests.apps.shared import KEY_TTL, fast_worker, record, settings
 
-REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE_A = os.environ.get("TEST_QUEUE_A", "taskflow-graph-a")
 QUEUE_B = os.environ.get("TEST_QUEUE_B", "taskflow-graph-b")
-
-KEY_TTL = 3600  # seconds the effect keys live; nothing is ever flushed
 
 
 def prefix(tid: str) -> str:
@@ -76,16 +74,6 @@ def barrier_key(tid: str) -> str:
     return f"{prefix(tid)}barrier"
 
 
-def worker_settings() -> taskflow.WorkerSettings:
-    return taskflow.WorkerSettings(
-        queues=(QUEUE_A, QUEUE_B),
-        poll_interval=timedelta(milliseconds=10),
-        lease=timedelta(seconds=2),
-        heartbeat_interval=timedelta(milliseconds=500),
-        grace_period=timedelta(seconds=2),
-    )
-
-
 class NodeFailed(RuntimeError):
     """Raised by a node told to fail."""
 
@@ -95,16 +83,13 @@ def make_app(queue_a: str = QUEUE_A) -> taskflow.TaskFlow:
 
     Workers use the module-level ``app``; tests build their own with their queues.
     """
+    worker = fast_worker(queues=(QUEUE_A, QUEUE_B), grace_period=timedelta(seconds=2))
     app = taskflow.TaskFlow(
-        settings=taskflow.Settings(
-            redis_url=REDIS_URL,
-            embedded="never",
-            default_queue=queue_a,
-            result_ttl=timedelta(hours=1),
-            job_ttl=timedelta(hours=1),
+        settings=settings(
+            queue_a,
+            worker,
             run_retention=timedelta(hours=1),
             run_max_age=timedelta(hours=2),
-            worker=worker_settings(),
         )
     )
     _register_tasks(app)
@@ -113,22 +98,17 @@ def make_app(queue_a: str = QUEUE_A) -> taskflow.TaskFlow:
 
 async def _started(app: taskflow.TaskFlow, tid: str, node: str) -> int:
     job = taskflow.current_job()
-    async with app.redis.pipeline(transaction=False) as pipe:
-        pipe.incr(count_key(tid, node))
-        pipe.rpush(start_key(tid, node), repr(time.time()))
-        pipe.rpush(pid_key(tid, node), os.getpid())
-        pipe.rpush(attempt_key(tid, node), job.attempt)
-        for key in (count_key, start_key, pid_key, attempt_key):
-            pipe.expire(key(tid, node), KEY_TTL)
-        await pipe.execute()
+    started: dict[str, str | float] = {
+        start_key(tid, node): repr(time.time()),
+        pid_key(tid, node): os.getpid(),
+        attempt_key(tid, node): job.attempt,
+    }
+    await record(app, [count_key(tid, node)], started)
     return job.attempt
 
 
 async def _ended(app: taskflow.TaskFlow, tid: str, node: str) -> None:
-    async with app.redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(end_key(tid, node), repr(time.time()))
-        pipe.expire(end_key(tid, node), KEY_TTL)
-        await pipe.execute()
+    await record(app, [], {end_key(tid, node): repr(time.time())})
 
 
 def _register_tasks(app: taskflow.TaskFlow) -> None:

@@ -13,18 +13,14 @@ from datetime import timedelta
 import anyio
 
 import taskflow
+from tests.apps.shared import REDIS_URL, fast_worker
 
 app = taskflow.TaskFlow(
     settings=taskflow.Settings(
-        redis_url=os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=REDIS_URL,
         embedded="never",
         default_queue=os.environ.get("OUTAGE_QUEUE", "outage"),
-        worker=taskflow.WorkerSettings(
-            poll_interval=timedelta(milliseconds=10),
-            lease=timedelta(seconds=2),
-            heartbeat_interval=timedelta(milliseconds=500),
-            reconnect_backoff_cap=timedelta(seconds=1),
-        ),
+        worker=fast_worker(reconnect_backoff_cap=timedelta(seconds=1)),
     )
 )
 

@@ -21,12 +21,10 @@ from typing import Any
 import anyio
 
 import taskflow
+from tests.apps.shared import fast_worker, record, settings
 
-REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("TEST_QUEUE", "taskflow-test")
 GRACE = float(os.environ.get("TEST_GRACE", "2"))
-
-KEY_TTL = 3600  # seconds the effect keys live; nothing is ever flushed
 
 
 def started_key(job_key: str) -> str:
@@ -54,48 +52,21 @@ def duration_key(queue: str) -> str:
     return f"tfproc:duration:{queue}"
 
 
-def worker_settings(grace: float = GRACE) -> taskflow.WorkerSettings:
-    return taskflow.WorkerSettings(
-        poll_interval=timedelta(milliseconds=10),
-        lease=timedelta(seconds=2),
-        heartbeat_interval=timedelta(milliseconds=500),
-        grace_period=timedelta(seconds=grace),
-    )
-
-
 def make_app(queue: str = QUEUE, *, grace: float = GRACE) -> taskflow.TaskFlow:
     """An unopened app with this module's tasks, whose default queue is ``queue``.
 
     Workers use the module-level ``app``; tests build their own with their queue to enqueue.
     """
-    app = taskflow.TaskFlow(
-        settings=taskflow.Settings(
-            redis_url=REDIS_URL,
-            embedded="never",
-            default_queue=queue,
-            result_ttl=timedelta(hours=1),
-            job_ttl=timedelta(hours=1),
-            worker=worker_settings(grace),
-        )
-    )
+    worker = fast_worker(grace_period=timedelta(seconds=grace))
+    app = taskflow.TaskFlow(settings=settings(queue, worker))
 
     async def _started(job_key: str) -> taskflow.JobContext:
         job = taskflow.current_job()
-        async with app.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(started_key(job_key))
-            pipe.expire(started_key(job_key), KEY_TTL)
-            pipe.rpush(attempts_key(job_key), job.attempt)
-            pipe.expire(attempts_key(job_key), KEY_TTL)
-            await pipe.execute()
+        await record(app, [started_key(job_key)], {attempts_key(job_key): job.attempt})
         return job
 
     async def _done(job: taskflow.JobContext, job_key: str) -> None:
-        async with app.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(done_key(job_key))
-            pipe.expire(done_key(job_key), KEY_TTL)
-            pipe.rpush(log_key(job.queue), job_key)
-            pipe.expire(log_key(job.queue), KEY_TTL)
-            await pipe.execute()
+        await record(app, [done_key(job_key)], {log_key(job.queue): job_key})
 
     @app.task
     async def sleep_then_record(

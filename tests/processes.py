@@ -1,0 +1,147 @@
+"""Subprocesses for the tests that run real workers
+(``python -m taskflow worker tests.apps.<module>:app``) against the test Redis.
+
+Each worker's output goes to a file in the test's tmp_path. When the test ends, ``Workers``
+kills the survivors and prints every log (pytest shows it when the test fails).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Self
+
+import anyio
+from redis.asyncio import Redis
+
+import taskflow
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment, with ``TASKFLOW_TEST_REDIS_URL`` and ``extra`` set."""
+    return {**os.environ, "TASKFLOW_TEST_REDIS_URL": REDIS_URL, **extra}
+
+
+def run(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` from the repository root to its end; its output is captured as text."""
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    queues: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc.poll() is None, f"worker exited early:\n{self.log()}"
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float) -> int:
+        """The exit code, waiting up to ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            while True:
+                if self.proc.poll() is not None:
+                    break
+                await anyio.sleep(0.02)
+        code = self.proc.poll()
+        assert code is not None, f"worker {self.pid} still running after {timeout}s:\n{self.log()}"
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@dataclass
+class Workers:
+    """Starts worker subprocesses serving ``app``; on exit, kills survivors and prints every log.
+
+    Test modules subclass it with a ``start_live`` that passes their app's environment, and
+    use it as ``with Workers(tmp_path, APP) as workers:`` in a fixture.
+    """
+
+    tmp_path: Path
+    app: str  # module:attribute
+    started: list[WorkerProcess] = field(default_factory=list)
+
+    def spawn(
+        self,
+        queues: Sequence[str],
+        *,
+        concurrency: int,
+        env: Mapping[str, str],
+        extra: Sequence[str] = (),
+    ) -> WorkerProcess:
+        """Start a worker on ``queues`` with ``env`` added to the test environment."""
+        argv = [sys.executable, "-m", "taskflow", "--log-level", "INFO", "worker", self.app]
+        for queue in queues:
+            argv += ["--queue", queue]
+        argv += ["--concurrency", str(concurrency), *extra]
+        log_path = self.tmp_path / f"worker-{len(self.started)}.log"
+        log_file = log_path.open("wb")
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=child_env(**env, PYTHONUNBUFFERED="1"),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # signals come from the test only
+        )
+        worker = WorkerProcess(proc, log_path, log_file, list(queues))
+        self.started.append(worker)
+        return worker
+
+    def by_pid(self, pid: int) -> WorkerProcess:
+        return next(w for w in self.started if w.pid == pid)
+
+    def logs(self) -> str:
+        return "".join(
+            f"\n----- worker pid {w.pid} exit {w.proc.poll()} -----\n{w.log()}"
+            for w in self.started
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self.started:
+            try:
+                worker.kill()
+            finally:
+                worker.log_file.close()
+            header = f"worker pid {worker.pid} queues {worker.queues} exit {worker.proc.returncode}"
+            log = worker.log_path.read_text(errors="replace")
+            sys.stdout.write(f"\n----- {header} -----\n{log}")
+
+
+async def wait_live(redis: Redis, worker: WorkerProcess, timeout: float = 20.0) -> None:
+    """Wait until the worker's heartbeat says it serves its queues."""
+    with anyio.move_on_after(timeout):
+        while True:
+            assert worker.proc.poll() is None, f"worker exited at startup:\n{worker.log()}"
+            for info in await taskflow.live_workers(redis):
+                if info.pid == worker.pid and set(worker.queues) <= set(info.queues):
+                    return
+            await anyio.sleep(0.05)
+    raise AssertionError(f"worker {worker.pid} not live after {timeout}s:\n{worker.log()}")
