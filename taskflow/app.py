@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .graph import Graph
+    from .metrics import Metrics
     from .resolver import RunHandle
     from .worker import Sibling, Worker
 
@@ -398,6 +399,13 @@ class TaskFlow:
         # as for any finished job: a result_ttl of 0 keeps no result
         ttl = int(keep.total_seconds() * 1000) or -1
         return await self.scripts.abort(job_id, queue, encode_result(record, [], {}), ttl, now)
+
+    @property
+    def metrics(self) -> Metrics:
+        """Cluster-wide job and system metrics (needs the app open to query)."""
+        from .metrics import Metrics
+
+        return Metrics(self)
 
     # -- graphs ---------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from .errors import ConfigurationError
 __all__ = (
     "DEFAULT_REDIS_URL",
     "Backoff",
+    "MetricsSettings",
+    "Resolution",
     "build",
     "Settings",
     "WorkerSettings",
@@ -123,6 +125,58 @@ class WorkerSettings(BaseModel):
         return self
 
 
+class Resolution(BaseModel):
+    """One time resolution of stored metrics: bucket width and how long buckets are kept."""
+
+    model_config = _frozen
+
+    bucket: timedelta = Field(description="Width of one time bucket.")
+    retention: timedelta = Field(description="Buckets older than this expire.")
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.bucket < timedelta(seconds=1) or self.retention < self.bucket:
+            raise ValueError(
+                f"bucket ({self.bucket}) must be >= 1s and retention ({self.retention}) >= bucket"
+            )
+        return self
+
+
+class MetricsSettings(BaseModel):
+    """What workers measure and how long Redis keeps it."""
+
+    model_config = _frozen
+
+    enabled: bool = Field(True, description="Measure every job and run the system collector.")
+    flush_interval: timedelta = Field(
+        timedelta(seconds=1),
+        gt=timedelta(0),
+        description="How often a worker writes its aggregated job metrics (one round trip).",
+    )
+    system_interval: timedelta = Field(
+        timedelta(seconds=10), gt=timedelta(0), description="How often system samples are taken."
+    )
+    system_retention: timedelta = Field(
+        timedelta(days=1), gt=timedelta(0), description="How long system samples are kept."
+    )
+    resolutions: tuple[Resolution, ...] = Field(
+        (
+            Resolution(bucket=timedelta(minutes=1), retention=timedelta(days=1)),
+            Resolution(bucket=timedelta(hours=1), retention=timedelta(days=30)),
+        ),
+        min_length=1,
+        description="Job metrics are written at every resolution (finest first); queries "
+        "use the finest one that still covers their time range.",
+    )
+
+    @model_validator(mode="after")
+    def _finest_first(self) -> Self:
+        buckets = [r.bucket for r in self.resolutions]
+        if buckets != sorted(set(buckets)):
+            raise ValueError(f"resolutions must go from finest to coarsest, got {buckets}")
+        return self
+
+
 class Settings(BaseModel):
     """Settings of a :class:`taskflow.TaskFlow` app.
 
@@ -166,6 +220,9 @@ class Settings(BaseModel):
     )
     worker: WorkerSettings = Field(
         default_factory=WorkerSettings, description="Defaults for workers of this app."
+    )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="Job and system metrics."
     )
 
     @model_validator(mode="after")

@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 
 from .connection import CONNECTION_ERRORS
 from .errors import ArgumentError, PayloadTooLarge, Retry, SerializationError
+from .metrics.meter import Metered, rss_bytes
+from .metrics.recorder import JobSample
 from .resolver import start_node
 from .scripts import Claimed
 from .serde import (
@@ -48,6 +51,9 @@ class Slot:
     scope: anyio.CancelScope | None = None
     interrupt: Literal["abort", "drain"] | None = None
     finishing: bool = False  #: its outcome is being written; its lease needs no renewal
+    run: float = 0.0  #: wall seconds in the body
+    cpu: float = 0.0  #: CPU seconds of the body's own steps (when metrics are on)
+    rss: int = 0  #: process RSS when the body started
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +182,14 @@ async def _run_body(
             slot.scope = scope
             if slot.interrupt is not None:  # interrupted before its body started
                 scope.cancel()
+            started = time.perf_counter()
+            metered = Metered(_coroutine(task, args, kwargs)) if worker.metrics else None
             try:
-                value = await task.fn(*args, **kwargs)
+                if metered is not None:
+                    slot.rss = rss_bytes()
+                    value = await metered
+                else:
+                    value = await task.fn(*args, **kwargs)
             except Retry as exc:
                 outcome = _retry_or_fail(task, claim, exc, exc.delay)
             except Exception as exc:
@@ -185,6 +197,8 @@ async def _run_body(
             else:
                 outcome = Outcome("done", "succeeded", value)
     finally:
+        slot.run = time.perf_counter() - started
+        slot.cpu = metered.cpu if metered is not None else 0.0
         slot.scope = None
         _current.reset(token)
     if outcome is not None and (outcome.status == "succeeded" or slot.interrupt is None):
@@ -195,6 +209,13 @@ async def _run_body(
         return Outcome("requeue")
     timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
     return _retry_or_fail(task, claim, timeout, None, options.retry_on)
+
+
+def _coroutine(
+    task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+) -> Coroutine[Any, Any, Any]:
+    # @app.task accepts only coroutine functions, so calling one gives a coroutine
+    return cast("Coroutine[Any, Any, Any]", task.fn(*args, **kwargs))
 
 
 def _not_started(verdict: str) -> Outcome:
@@ -253,6 +274,8 @@ async def _record(
             outcome.value,
         )
     worker.note_outcome(outcome)
+    if worker.metrics is not None:
+        worker.metrics.record(_sample(slot, payload, outcome, start, finish))
     settings = worker.app.settings
     if node is not None:
         run_id, index = node
@@ -287,6 +310,28 @@ async def _record(
             )
 
     await finish_job(worker, claim, call)
+
+
+def _sample(
+    slot: Slot, payload: JobPayload | None, outcome: Outcome, start: int, finish: int
+) -> JobSample:
+    claim = slot.claim
+    rss = rss_bytes() if slot.rss else 0
+    return JobSample(
+        task=payload.task if payload is not None else "?",
+        queue=claim.queue,
+        outcome=outcome.status or _MODE_OUTCOME[outcome.mode],
+        attempt=claim.attempt,
+        finished_ms=finish,
+        wait=max(0, start - claim.score) / 1000,
+        run=slot.run,
+        cpu=slot.cpu,
+        memory=max(0, rss - slot.rss) if slot.rss else 0,
+        rss=rss,
+    )
+
+
+_MODE_OUTCOME = {"retry": "retrying", "requeue": "requeued", "done": "failed"}
 
 
 def _node_result(worker: Worker, claim: Claimed, outcome: Outcome) -> tuple[str, bytes]:

@@ -18,10 +18,12 @@ from arq.constants import (
 
 __all__ = (
     "ABORT",
+    "SYSTEM_STREAM",
     "WORKERS",
     "failures",
     "in_progress",
     "job",
+    "metrics_bucket",
     "notify",
     "queue",
     "queue_name_of",
@@ -78,6 +80,15 @@ def wake_channel(queue_name: str) -> str:
 def notify(job_or_run_id: str) -> str:
     """Holds the channel of a client waiting for this job or run to finish."""
     return "taskflow:notify:" + job_or_run_id
+
+
+SYSTEM_STREAM = "taskflow:metrics:system"
+"""Stream of system samples from every worker (fields: worker, host, sample JSON)."""
+
+
+def metrics_bucket(width_s: int, start_ms: int) -> str:
+    """Hash of job metrics for one resolution (bucket width) and one time bucket."""
+    return f"taskflow:metrics:{width_s}s:{start_ms}"
 
 
 def worker(worker_id: str) -> str:

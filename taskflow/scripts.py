@@ -62,6 +62,7 @@ class Scripts:
     def __init__(self, redis: ArqRedis) -> None:
         self._enqueue: AsyncScript = redis.register_script(_source("enqueue"))
         self.enqueue_script = self._enqueue  # for callers that pipeline several enqueues
+        self.metrics_flush_script: AsyncScript = redis.register_script(_source("metrics_flush"))
         self._claim: AsyncScript = redis.register_script(_source("claim"))
         self._finish: AsyncScript = redis.register_script(_source("finish"))
         self._abort: AsyncScript = redis.register_script(_source("abort"))

@@ -29,6 +29,7 @@ from .connection import CONNECTION_ERRORS
 from .errors import LifecycleError
 from .execution import Outcome, Slot, execute
 from .heartbeat import AbortWatcher, Heartbeat
+from .metrics import MetricsRecorder, SystemCollector
 from .notify import Waker
 from .task import now_ms
 
@@ -79,11 +80,15 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.queues = list(settings.queues)
         self.batcher = Batcher()
+        metrics = app.settings.metrics
+        self.metrics = MetricsRecorder(metrics) if metrics.enabled else None
+        measured: list[Sibling] = [self.metrics, SystemCollector()] if self.metrics else []
         self.siblings: list[Sibling] = [
             self.batcher,
             Waker(),
             Heartbeat(),
             AbortWatcher(),
+            *measured,
             *siblings,
         ]
         self.running: dict[str, Slot] = {}

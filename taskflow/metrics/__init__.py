@@ -1,0 +1,22 @@
+"""Job and system metrics: measured in every worker, stored in Redis as mergeable
+histograms, read back cluster-wide from any process. See docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from .histogram import RELATIVE_ERROR, Histogram
+from .query import Distribution, Metrics, MetricsSummary
+from .recorder import JobSample, MetricsRecorder
+from .system import SystemCollector, SystemSample
+
+__all__ = (
+    "RELATIVE_ERROR",
+    "Distribution",
+    "Histogram",
+    "JobSample",
+    "Metrics",
+    "MetricsRecorder",
+    "MetricsSummary",
+    "SystemCollector",
+    "SystemSample",
+)

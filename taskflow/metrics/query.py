@@ -1,0 +1,255 @@
+"""Reading metrics back, from any process: ``app.metrics.summary(...)`` and friends.
+
+A query over ``[since, until]`` reads every time bucket that overlaps it, at the finest
+resolution whose retention still covers ``since``, and merges the histograms of every
+matching task, queue and outcome. The window is therefore widened to whole buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .. import keys
+from ..config import Resolution
+from ..errors import ConfigurationError
+from ..task import ms_to_datetime, now_ms
+from .histogram import Histogram
+from .recorder import MEASURES, SEP
+from .system import SystemSample
+
+if TYPE_CHECKING:
+    from ..app import TaskFlow
+
+__all__ = ("Distribution", "Metrics", "MetricsSummary")
+
+OUTCOMES = ("succeeded", "failed", "cancelled", "retrying", "requeued")
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Count, mean, percentiles (within 2 %) and maximum of one measure."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, h: Histogram) -> Distribution:
+        return cls(
+            count=h.count,
+            mean=h.mean,
+            p50=h.quantile(0.5),
+            p90=h.quantile(0.9),
+            p95=h.quantile(0.95),
+            p99=h.quantile(0.99),
+            max=h.maximum if h.count else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSummary:
+    """Job attempts of one task/queue (None: all) over a time window.
+
+    ``run``/``wait``/``cpu`` are seconds, ``memory`` bytes of RSS growth per attempt.
+    ``count`` counts attempts of every outcome; ``failures`` those that ended failed (for
+    good); ``retried`` those that failed and were retried; ``rate`` is attempts per second.
+    """
+
+    task: str | None
+    queue: str | None
+    since: datetime
+    until: datetime
+    resolution: timedelta
+    count: int
+    succeeded: int
+    failures: int
+    retried: int
+    cancelled: int
+    requeued: int
+    reruns: int
+    rate: float
+    run: Distribution
+    wait: Distribution
+    cpu: Distribution
+    memory: Distribution
+
+    @property
+    def failure_rate(self) -> float:
+        """Share of attempts that ended failed, 0..1."""
+        return self.failures / self.count if self.count else 0.0
+
+
+@dataclass(slots=True)
+class _Merged:
+    counts: dict[str, int]
+    reruns: int
+    histograms: dict[str, Histogram]
+
+
+def _add_field(merged: _Merged, outcome: str, name: str, value: str) -> None:
+    """Fold one stored field (see recorder's module docstring) into ``merged``."""
+    if name == "n":
+        merged.counts[outcome] = merged.counts.get(outcome, 0) + int(value)
+    elif name == "a2":
+        merged.reruns += int(value)
+    else:
+        h = merged.histograms[name[0]]
+        rest = name[1:]
+        if rest.startswith(":"):
+            index = int(rest[1:])
+            h.buckets[index] = h.buckets.get(index, 0) + int(value)
+        elif rest == ".s":
+            h.total += float(value)
+        elif rest == ".max":
+            h.maximum = max(h.maximum, float(value))
+        elif rest == ".min":
+            h.minimum = min(h.minimum, float(value))
+
+
+def _window(since: timedelta | datetime, until: datetime | None) -> tuple[int, int]:
+    end = until or datetime.now(UTC)
+    start = end - since if isinstance(since, timedelta) else since
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ConfigurationError("since/until datetimes must be timezone-aware")
+    if start > end:
+        raise ConfigurationError(f"since ({start}) is after until ({end})")
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+class Metrics:
+    """Cluster-wide job and system metrics; ``app.metrics``."""
+
+    def __init__(self, app: TaskFlow) -> None:
+        self.app = app
+
+    def _resolution(self, start_ms: int) -> Resolution:
+        age = timedelta(milliseconds=max(0, now_ms() - start_ms))
+        for resolution in self.app.settings.metrics.resolutions:
+            if resolution.retention >= age:
+                return resolution
+        return self.app.settings.metrics.resolutions[-1]
+
+    async def _merged(
+        self, start_ms: int, end_ms: int, group: Iterable[str]
+    ) -> tuple[Resolution, dict[tuple[str | None, ...], _Merged]]:
+        resolution = self._resolution(start_ms)
+        width = int(resolution.bucket.total_seconds() * 1000)
+        starts = range(start_ms - start_ms % width, end_ms + 1, width)
+        async with self.app.redis.pipeline(transaction=False) as pipe:
+            for bucket in starts:
+                pipe.hgetall(keys.metrics_bucket(width // 1000, bucket))
+            hashes = await pipe.execute()
+        fields = tuple(group)
+        out: dict[tuple[str | None, ...], _Merged] = {}
+        for data in hashes:
+            for raw_name, raw_value in data.items():
+                task, queue, outcome, name = raw_name.decode().split(SEP)
+                combo = {"task": task, "queue": queue, "outcome": outcome}
+                key = tuple(combo[f] for f in fields)
+                merged = out.get(key)
+                if merged is None:
+                    merged = out[key] = _Merged(
+                        dict.fromkeys(OUTCOMES, 0), 0, {m: Histogram() for m in MEASURES}
+                    )
+                _add_field(merged, outcome, name, raw_value.decode())
+        for merged in out.values():
+            for h in merged.histograms.values():
+                h.count = sum(h.buckets.values())
+        return resolution, out
+
+    async def summaries(
+        self,
+        since: timedelta | datetime = timedelta(hours=1),
+        until: datetime | None = None,
+        by: tuple[str, ...] = ("task", "queue"),
+    ) -> list[MetricsSummary]:
+        """One summary per distinct ``by`` combination (of ``task``, ``queue``), sorted."""
+        unknown = set(by) - {"task", "queue"}
+        if unknown:
+            raise ConfigurationError(f"cannot group by {sorted(unknown)}; use task and/or queue")
+        start, end = _window(since, until)
+        resolution, merged = await self._merged(start, end, by)
+        return [
+            self._summary(dict(zip(by, key, strict=True)), m, start, end, resolution)
+            for key, m in sorted(merged.items(), key=lambda kv: [str(x) for x in kv[0]])
+        ]
+
+    async def summary(
+        self,
+        task: str | None = None,
+        queue: str | None = None,
+        since: timedelta | datetime = timedelta(hours=1),
+        until: datetime | None = None,
+    ) -> MetricsSummary:
+        """Count, failures, rate, mean, p50/p90/p95/p99 and max of run time, queue wait,
+        CPU time and memory, for one task and/or queue (or all), from any process.
+
+        Example::
+
+            s = await app.metrics.summary(task="send_email", since=timedelta(hours=1))
+            print(s.count, s.failures, s.run.p95)
+        """
+        start, end = _window(since, until)
+        resolution, merged = await self._merged(start, end, ("task", "queue"))
+        picked = [
+            m
+            for (t, q), m in merged.items()
+            if (task is None or t == task) and (queue is None or q == queue)
+        ]
+        total = _Merged(dict.fromkeys(OUTCOMES, 0), 0, {m: Histogram() for m in MEASURES})
+        for m in picked:
+            for outcome, n in m.counts.items():
+                total.counts[outcome] = total.counts.get(outcome, 0) + n
+            total.reruns += m.reruns
+            for measure in MEASURES:
+                total.histograms[measure].update(m.histograms[measure])
+        return self._summary({"task": task, "queue": queue}, total, start, end, resolution)
+
+    @staticmethod
+    def _summary(
+        labels: dict[str, str | None], m: _Merged, start: int, end: int, resolution: Resolution
+    ) -> MetricsSummary:
+        count = sum(m.counts.values())
+        seconds = max((end - start) / 1000, 1e-3)
+        return MetricsSummary(
+            task=labels.get("task"),
+            queue=labels.get("queue"),
+            since=ms_to_datetime(start),
+            until=ms_to_datetime(end),
+            resolution=resolution.bucket,
+            count=count,
+            succeeded=m.counts.get("succeeded", 0),
+            failures=m.counts.get("failed", 0),
+            retried=m.counts.get("retrying", 0),
+            cancelled=m.counts.get("cancelled", 0),
+            requeued=m.counts.get("requeued", 0),
+            reruns=m.reruns,
+            rate=count / seconds,
+            run=Distribution.of(m.histograms["r"]),
+            wait=Distribution.of(m.histograms["w"]),
+            cpu=Distribution.of(m.histograms["c"]),
+            memory=Distribution.of(m.histograms["m"]),
+        )
+
+    async def system(
+        self,
+        since: timedelta | datetime = timedelta(hours=1),
+        until: datetime | None = None,
+        worker: str | None = None,
+    ) -> dict[str, list[SystemSample]]:
+        """System samples per worker id, oldest first."""
+        start, end = _window(since, until)
+        entries = await self.app.redis.xrange(keys.SYSTEM_STREAM, min=str(start), max=str(end))
+        out: dict[str, list[SystemSample]] = {}
+        for _, data in entries:
+            worker_id = data[b"worker"].decode()
+            if worker is None or worker_id == worker:
+                out.setdefault(worker_id, []).append(SystemSample.from_json(data[b"sample"]))
+        return out

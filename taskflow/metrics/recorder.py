@@ -1,0 +1,145 @@
+"""The worker side of job metrics: samples aggregated in memory, flushed to Redis in one
+script call per ``flush_interval`` (no extra round trip per job).
+
+Storage: one hash per resolution and time bucket, ``taskflow:metrics:<width>s:<start ms>``,
+expiring with the resolution's retention. Its fields are
+``<task>\\x1f<queue>\\x1f<outcome>\\x1f<name>``, where name is ``n`` (samples), ``a2``
+(attempts after the first), and per measure ``r`` (run time s), ``w`` (queue wait s),
+``c`` (CPU s), ``m`` (RSS growth bytes): ``<x>:<bucket index>`` counts, ``<x>.s`` sum,
+``<x>.max`` maximum, ``<x>.min`` minimum. Adding counts merges workers and time buckets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .. import keys
+from ..connection import CONNECTION_ERRORS
+from .histogram import Histogram
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from ..config import MetricsSettings
+    from ..worker import Worker
+
+__all__ = ("MEASURES", "SEP", "JobSample", "MetricsRecorder")
+
+logger = logging.getLogger(__name__)
+
+SEP = "\x1f"
+MEASURES = ("r", "w", "c", "m")  # run time, queue wait, CPU time, memory growth
+_MAX_PENDING_KEYS = 50_000  # aggregates kept while Redis is unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class JobSample:
+    """One attempt of one job, as measured by its worker."""
+
+    task: str
+    queue: str
+    outcome: str  # succeeded | failed | cancelled | retrying | requeued
+    attempt: int
+    finished_ms: int
+    wait: float  # seconds from when it was due (enqueued or scheduled) to its start
+    run: float  # wall seconds of the attempt's body
+    cpu: float  # CPU seconds of the attempt's own coroutine steps
+    memory: int  # bytes the process's RSS grew during the attempt (>= 0)
+    rss: int  # bytes of process RSS when the attempt ended
+
+
+@dataclass(slots=True)
+class _Aggregate:
+    count: int = 0
+    reruns: int = 0
+    histograms: dict[str, Histogram] = field(
+        default_factory=lambda: {m: Histogram() for m in MEASURES}
+    )
+
+    def add(self, sample: JobSample) -> None:
+        self.count += 1
+        self.reruns += sample.attempt > 1
+        values = (sample.run, sample.wait, sample.cpu, sample.memory)
+        for measure, value in zip(MEASURES, values, strict=True):
+            self.histograms[measure].add(max(value, 0.0))
+
+    def ops(self, combo: str) -> list[Any]:
+        """Flat (kind, field, value) triples for lua/metrics_flush.lua."""
+        out: list[Any] = ["i", combo + "n", self.count]
+        if self.reruns:
+            out += ["i", combo + "a2", self.reruns]
+        for measure, h in self.histograms.items():
+            prefix = combo + measure
+            for index, n in h.buckets.items():
+                out += ["i", f"{prefix}:{index}", n]
+            out += ["f", prefix + ".s", repr(h.total), "x", prefix + ".max", repr(h.maximum)]
+            out += ["m", prefix + ".min", repr(h.minimum)]
+        return out
+
+
+class MetricsRecorder:
+    """A worker sibling: ``record()`` is synchronous and in memory; ``run`` flushes."""
+
+    name = "metrics-recorder"
+
+    def __init__(self, settings: MetricsSettings) -> None:
+        self.settings = settings
+        self._pending: dict[tuple[int, int, str], _Aggregate] = {}
+        self._widths = [int(r.bucket.total_seconds() * 1000) for r in settings.resolutions]
+        self._ttls = [
+            int((r.retention + r.bucket).total_seconds() * 1000) for r in settings.resolutions
+        ]
+        self._script: AsyncScript | None = None
+
+    def record(self, sample: JobSample) -> None:
+        combo = SEP.join((sample.task, sample.queue, sample.outcome)) + SEP
+        for level, width in enumerate(self._widths):
+            key = (level, sample.finished_ms - sample.finished_ms % width, combo)
+            aggregate = self._pending.get(key)
+            if aggregate is None:
+                if len(self._pending) >= _MAX_PENDING_KEYS:
+                    continue  # Redis has been away for long: drop rather than grow forever
+                aggregate = self._pending[key] = _Aggregate()
+            aggregate.add(sample)
+
+    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
+        self._script = worker.app.scripts.metrics_flush_script
+        task_status.started()
+        interval = self.settings.flush_interval.total_seconds()
+        try:
+            while True:
+                await anyio.sleep(interval)
+                await self.flush(worker)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.flush(worker)  # what the last interval measured
+
+    async def flush(self, worker: Worker) -> None:
+        """Write everything aggregated so far; on failure keep it for the next flush."""
+        if not self._pending or self._script is None:
+            return
+        pending, self._pending = self._pending, {}
+        by_key: dict[str, list[Any]] = {}
+        ttls: dict[str, int] = {}
+        for (level, start, combo), aggregate in pending.items():
+            key = keys.metrics_bucket(self._widths[level] // 1000, start)
+            by_key.setdefault(key, []).extend(aggregate.ops(combo))
+            ttls[key] = self._ttls[level]
+        argv: list[Any] = []
+        for key, ops in by_key.items():
+            argv += [ttls[key], len(ops) // 3, *ops]
+        try:
+            await self._script(keys=list(by_key), args=argv)
+        except CONNECTION_ERRORS as exc:
+            worker.redis_failed("writing metrics", exc)
+            for key_tuple, aggregate in pending.items():  # merge back, to retry
+                current = self._pending.setdefault(key_tuple, _Aggregate())
+                current.count += aggregate.count
+                current.reruns += aggregate.reruns
+                for m in MEASURES:
+                    current.histograms[m].update(aggregate.histograms[m])
