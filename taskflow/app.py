@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from arq.connections import ArqRedis
     from redis.asyncio import Redis
 
+    from .alerts import AlertManager
     from .graph import Graph
     from .metrics import Metrics
     from .resolver import RunHandle
@@ -83,6 +84,7 @@ class TaskFlow:
         self._url = redact(self.settings.redis_url)
         self._embedded = False
         self._listener: ResultListener | None = None
+        self._alerts: AlertManager | None = None
 
     # -- registry -------------------------------------------------------------------------
 
@@ -399,6 +401,15 @@ class TaskFlow:
         # as for any finished job: a result_ttl of 0 keeps no result
         ttl = int(keep.total_seconds() * 1000) or -1
         return await self.scripts.abort(job_id, queue, encode_result(record, [], {}), ttl, now)
+
+    @property
+    def alerts(self) -> AlertManager:
+        """Alert rules, acknowledgement and history (see :mod:`taskflow.alerts`)."""
+        if self._alerts is None:
+            from .alerts import AlertManager
+
+            self._alerts = AlertManager(self)
+        return self._alerts
 
     @property
     def metrics(self) -> Metrics:

@@ -109,6 +109,11 @@ class WorkerSettings(BaseModel):
         ge=0,
         description="Re-runs allowed after a worker died mid-job, beyond the task's own retries.",
     )
+    alert_interval: timedelta = Field(
+        timedelta(seconds=15),
+        gt=timedelta(0),
+        description="How often the worker evaluates the app's alert rules.",
+    )
     reconnect_backoff_cap: timedelta = Field(
         timedelta(seconds=5), description="Longest wait between reconnection attempts."
     )

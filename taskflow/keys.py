@@ -18,8 +18,11 @@ from arq.constants import (
 
 __all__ = (
     "ABORT",
+    "ALERT_HISTORY",
+    "ALERT_IDS",
     "SYSTEM_STREAM",
     "WORKERS",
+    "alert_state",
     "failures",
     "in_progress",
     "job",
@@ -89,6 +92,18 @@ SYSTEM_STREAM = "taskflow:metrics:system"
 def metrics_bucket(width_s: int, start_ms: int) -> str:
     """Hash of job metrics for one resolution (bucket width) and one time bucket."""
     return f"taskflow:metrics:{width_s}s:{start_ms}"
+
+
+ALERT_HISTORY = "taskflow:alerts:history"
+"""Capped stream of alert events: firing, suppressed, resolved, acknowledged."""
+ALERT_IDS = "taskflow:alerts:ids"
+"""Hash alert id -> rule name."""
+ALERT_STATE_PREFIX = "taskflow:alert:state:"
+
+
+def alert_state(rule: str) -> str:
+    """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""
+    return ALERT_STATE_PREFIX + rule
 
 
 def worker(worker_id: str) -> str:

@@ -63,6 +63,8 @@ class Scripts:
         self._enqueue: AsyncScript = redis.register_script(_source("enqueue"))
         self.enqueue_script = self._enqueue  # for callers that pipeline several enqueues
         self.metrics_flush_script: AsyncScript = redis.register_script(_source("metrics_flush"))
+        self.alert_step_script: AsyncScript = redis.register_script(_source("alert_step"))
+        self.alert_ack_script: AsyncScript = redis.register_script(_source("alert_ack"))
         self._claim: AsyncScript = redis.register_script(_source("claim"))
         self._finish: AsyncScript = redis.register_script(_source("finish"))
         self._abort: AsyncScript = redis.register_script(_source("abort"))

@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from . import keys
+from .alerts.manager import AlertEvaluator
 from .batcher import Batcher
 from .config import WorkerSettings
 from .connection import CONNECTION_ERRORS
@@ -83,6 +84,7 @@ class Worker:
         metrics = app.settings.metrics
         self.metrics = MetricsRecorder(metrics) if metrics.enabled else None
         measured: list[Sibling] = [self.metrics, SystemCollector()] if self.metrics else []
+        measured.append(AlertEvaluator(settings.alert_interval.total_seconds()))
         self.siblings: list[Sibling] = [
             self.batcher,
             Waker(),

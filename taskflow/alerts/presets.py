@@ -1,0 +1,70 @@
+"""Ready-made rules for the common cases; opt in with ``app.alerts.add_rule(preset(...))``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from .rules import AlertRule, Condition, Severity
+
+__all__ = ("failure_rate", "no_live_worker", "oldest_job_age")
+
+
+def failure_rate(
+    threshold: float = 0.05,
+    *,
+    task: str | None = None,
+    window: timedelta = timedelta(minutes=5),
+    for_: timedelta = timedelta(minutes=5),
+    severity: Severity | str = Severity.WARNING,
+    channels: Sequence[Any] = (),
+) -> AlertRule:
+    """Failed attempts over ``threshold`` (5 %) of all attempts for ``for_`` (5 min)."""
+    return AlertRule(
+        name=f"failure-rate{'-' + task if task else ''}",
+        conditions=[
+            Condition(metric="failure_rate", task=task, op=">", threshold=threshold, window=window)
+        ],
+        for_=for_,
+        severity=Severity(severity),
+        channels=tuple(channels),
+        message="{rule}: {value} of attempts failed over the last window (> {threshold})",
+    )
+
+
+def oldest_job_age(
+    queue: str,
+    seconds: float,
+    *,
+    for_: timedelta = timedelta(0),
+    severity: Severity | str = Severity.WARNING,
+    channels: Sequence[Any] = (),
+) -> AlertRule:
+    """The oldest ready job on ``queue`` has waited longer than ``seconds``."""
+    return AlertRule(
+        name=f"oldest-job-age-{queue}",
+        conditions=[Condition(metric="oldest_job_age", queue=queue, op=">", threshold=seconds)],
+        for_=for_,
+        severity=Severity(severity),
+        channels=tuple(channels),
+        message="{rule}: the oldest job on {queue} has waited {value}s (> {threshold}s)",
+    )
+
+
+def no_live_worker(
+    queue: str,
+    *,
+    for_: timedelta = timedelta(seconds=30),
+    severity: Severity | str = Severity.CRITICAL,
+    channels: Sequence[Any] = (),
+) -> AlertRule:
+    """No worker with a live heartbeat serves ``queue``."""
+    return AlertRule(
+        name=f"no-live-worker-{queue}",
+        conditions=[Condition(metric="live_workers", queue=queue, op="<", threshold=1)],
+        for_=for_,
+        severity=Severity(severity),
+        channels=tuple(channels),
+        message="{rule}: no live worker serves {queue}",
+    )

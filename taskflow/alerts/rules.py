@@ -1,0 +1,295 @@
+"""Alert rules: pydantic models, loading from YAML or TOML, and pure evaluation.
+
+A rule holds one or more conditions over a metric (queue depth, p95 run time, failure
+rate, ...) joined by ``all`` or ``any``; it fires once its conditions have held for ``for``.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import string
+import tomllib
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ..errors import ConfigurationError
+from .channels import Channel, ChannelConfig
+
+__all__ = (
+    "METRICS",
+    "AlertRule",
+    "Condition",
+    "ConditionResult",
+    "Severity",
+    "load_rules",
+    "parse_duration",
+    "render_message",
+)
+
+_frozen = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+METRICS: Mapping[str, str] = {
+    "queue_depth": "jobs waiting in the queue (queue=)",
+    "oldest_job_age": "seconds the oldest ready job has waited (queue=)",
+    "live_workers": "workers with a live heartbeat serving the queue (queue=; all if omitted)",
+    "failure_rate": "failed attempts / attempts over the window (task=, queue=, window=), 0-1",
+    "run_time_p50": "median run time in seconds over the window (task=, queue=, window=)",
+    "run_time_p90": "90th percentile run time in seconds (task=, queue=, window=)",
+    "run_time_p95": "95th percentile run time in seconds (task=, queue=, window=)",
+    "run_time_p99": "99th percentile run time in seconds (task=, queue=, window=)",
+    "throughput": "attempts per second over the window (task=, queue=, window=)",
+    "system_cpu": "highest host CPU % reported by any worker in the window",
+    "system_memory": "highest host memory % reported by any worker in the window",
+    "loop_lag": "worst event-loop lag in seconds reported by any worker in the window",
+}
+_QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` (and what pydantic takes) as a timedelta."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _channels(value: Any) -> tuple[Any, ...]:
+    """Built-in channels from dicts (``type: webhook``), or objects with name and send."""
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"channels must be a list, got {type(value).__name__}")
+    out = []
+    for item in value:
+        if isinstance(item, dict):
+            out.append(_CHANNEL.validate_python(item))
+        elif isinstance(item, Channel):
+            out.append(item)
+        else:
+            raise ValueError(f"{item!r} is not a channel: give it a name and async send(event)")
+    return tuple(out)
+
+
+_CHANNEL: TypeAdapter[Any] = TypeAdapter(ChannelConfig)
+
+_OPS: Mapping[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Condition(BaseModel):
+    """``<metric>[task, queue, window] <op> <threshold>``, e.g. queue depth of emails > 1000."""
+
+    model_config = _frozen
+
+    metric: str = Field(description="What to measure; one of taskflow.alerts.METRICS.")
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(description="Comparison.")
+    threshold: float = Field(description="The value compared against.")
+    task: str | None = Field(None, description="Only this task (job metrics).")
+    queue: str | None = Field(None, description="Only this queue.")
+    window: Duration = Field(
+        timedelta(minutes=5), gt=timedelta(0), description="Time span of rates and percentiles."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; valid: {', '.join(METRICS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_queue(self) -> Self:
+        if self.metric in _QUEUE_METRICS and not self.queue:
+            raise ValueError(f"metric {self.metric!r} needs queue=")
+        if self.task and self.metric in _QUEUE_METRICS | {"live_workers"}:
+            raise ValueError(f"metric {self.metric!r} does not take task=")
+        return self
+
+    def holds(self, value: float | None) -> bool:
+        """Whether the condition is true for ``value`` (no data is never true)."""
+        return value is not None and _OPS[self.op](value, self.threshold)
+
+    def describe(self) -> str:
+        where = ", ".join(f"{k}={v}" for k, v in (("task", self.task), ("queue", self.queue)) if v)
+        return f"{self.metric}{f'[{where}]' if where else ''} {self.op} {self.threshold:g}"
+
+
+class ConditionResult(BaseModel):
+    """One condition's measured value at an evaluation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    condition: Condition
+    value: float | None
+    holds: bool
+
+
+_Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class AlertRule(BaseModel):
+    """A named alert: conditions, how long they must hold, severity, cooldown, channels.
+
+    Example::
+
+        AlertRule(
+            name="emails-backlog",
+            conditions=[Condition(metric="queue_depth", queue="emails", op=">", threshold=1000)],
+            for_=timedelta(minutes=2),
+            severity="warning",
+            cooldown=timedelta(minutes=15),
+            channels=[Webhook(url="https://hooks.example/alerts", secret="...")],
+            message="{rule}: depth of {queue} is {value} (> {threshold})",
+        )
+    """
+
+    model_config = _frozen
+
+    name: _Name = Field(description="Unique rule name.")
+    conditions: tuple[Condition, ...] = Field(min_length=1, description="What to check.")
+    match: Literal["all", "any"] = Field("all", description="All conditions, or any one.")
+    for_: Duration = Field(
+        timedelta(0), alias="for", ge=timedelta(0), description="How long they must hold."
+    )
+    severity: Severity = Field(Severity.WARNING, description="info, warning or critical.")
+    cooldown: Duration = Field(
+        timedelta(minutes=15),
+        ge=timedelta(0),
+        description="At most one firing notification per rule per cooldown, cluster-wide.",
+    )
+    channels: Annotated[tuple[Any, ...], BeforeValidator(_channels)] = Field(
+        (), description="Where notifications go: built-in channel models or your own."
+    )
+    message: str = Field(
+        "{rule} ({severity}): {conditions}",
+        description="Template; fields: rule, severity, state, value, threshold, metric, "
+        "task, queue, conditions, started_at.",
+    )
+    enabled: bool = Field(True, description="Disabled rules are not evaluated.")
+
+    @field_validator("message")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        unknown = {f for _, f, _, _ in string.Formatter().parse(value) if f} - _TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown message field(s) {sorted(unknown)}; use {sorted(_TEMPLATE_FIELDS)}"
+            )
+        return value
+
+    def evaluate(self, values: list[float | None]) -> tuple[bool, list[ConditionResult]]:
+        """Whether the rule's conditions hold for the measured ``values`` (one per condition)."""
+        results = [
+            ConditionResult(condition=c, value=v, holds=c.holds(v))
+            for c, v in zip(self.conditions, values, strict=True)
+        ]
+        joined = all if self.match == "all" else any
+        return joined(r.holds for r in results), results
+
+
+_TEMPLATE_FIELDS = {
+    "rule",
+    "severity",
+    "state",
+    "value",
+    "threshold",
+    "metric",
+    "task",
+    "queue",
+    "conditions",
+    "started_at",
+}
+
+
+def render_message(
+    rule: AlertRule, state: str, results: list[ConditionResult], started_at: str
+) -> str:
+    """The rule's message for this evaluation; the first holding condition fills the fields."""
+    first = next((r for r in results if r.holds), results[0])
+    fields = {
+        "rule": rule.name,
+        "severity": rule.severity.value,
+        "state": state,
+        "value": "n/a" if first.value is None else f"{first.value:g}",
+        "threshold": f"{first.condition.threshold:g}",
+        "metric": first.condition.metric,
+        "task": first.condition.task or "",
+        "queue": first.condition.queue or "",
+        "conditions": f" {rule.match} ".join(r.condition.describe() for r in results),
+        "started_at": started_at,
+    }
+    return rule.message.format(**fields)
+
+
+def load_rules(path: str | Path) -> list[AlertRule]:
+    """Rules from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file: a top-level list
+    ``rules`` (or, in YAML, a bare list). Invalid rules raise ConfigurationError naming the
+    rule and the field; nothing is loaded then."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read alert rules from {str(file)!r}: {exc}") from None
+    data = _parse(file, text)
+    items = data.get("rules") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ConfigurationError(f"{file}: expected a list of rules under 'rules'")
+    rules = []
+    for position, item in enumerate(items):
+        name = item.get("name", f"#{position}") if isinstance(item, dict) else f"#{position}"
+        try:
+            rules.append(AlertRule.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise ConfigurationError(f"{file}: rule {name!r} is invalid: {problems}") from None
+    names = [r.name for r in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"{file}: duplicate rule names {duplicates}")
+    return rules
+
+
+def _parse(file: Path, text: str) -> Any:
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
+    raise ConfigurationError(f"{file}: use a .yaml, .yml or .toml file, got {suffix or 'none'!r}")

@@ -1,0 +1,75 @@
+"""Measuring what alert conditions name, from Redis, the same way in every process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import keys
+from ..heartbeat import live_workers
+from ..task import now_ms
+
+if TYPE_CHECKING:
+    from ..app import TaskFlow
+    from .rules import Condition
+
+__all__ = ("Measurer",)
+
+
+class Measurer:
+    """Values for conditions, cached per evaluation round (rules sharing a metric, task,
+    queue and window cost one read)."""
+
+    def __init__(self, app: TaskFlow) -> None:
+        self.app = app
+        self._cache: dict[tuple[object, ...], float | None] = {}
+
+    async def value(self, condition: Condition) -> float | None:
+        key = (condition.metric, condition.task, condition.queue, condition.window)
+        if key not in self._cache:
+            self._cache[key] = await self._measure(condition)
+        return self._cache[key]
+
+    async def _measure(self, c: Condition) -> float | None:
+        metric = c.metric
+        redis = self.app.redis
+        if metric in ("queue_depth", "oldest_job_age"):
+            assert c.queue is not None
+            queue = keys.queue(c.queue)
+            now = now_ms()
+            if metric == "queue_depth":  # ready jobs: running ones sit at their lease's end
+                return float(await redis.zcount(queue, "-inf", now))
+            oldest = await redis.zrangebyscore(queue, "-inf", now, start=0, num=1, withscores=True)
+            return max(0.0, (now - oldest[0][1]) / 1000) if oldest else 0.0
+        if metric == "live_workers":
+            workers = await live_workers(redis)
+            return float(sum(1 for w in workers if c.queue is None or c.queue in w.queues))
+        if metric in ("system_cpu", "system_memory", "loop_lag"):
+            return await self._system(metric, c)
+        summary = await self.app.metrics.summary(task=c.task, queue=c.queue, since=c.window)
+        if metric == "failure_rate":
+            return summary.failure_rate if summary.count else None
+        if metric == "throughput":
+            return summary.rate
+        quantile = {
+            "run_time_p50": "p50",
+            "run_time_p90": "p90",
+            "run_time_p95": "p95",
+            "run_time_p99": "p99",
+        }[metric]
+        value: float | None = getattr(summary.run, quantile)
+        return value
+
+    async def _system(self, metric: str, c: Condition) -> float | None:
+        samples = await self.app.metrics.system(since=c.window)
+        values = []
+        for series in samples.values():
+            if not series:
+                continue
+            if metric == "loop_lag":  # the worst lag seen in the window
+                values.append(max(s.loop_lag_seconds for s in series))
+            else:  # the latest reading of each worker
+                latest = series[-1]
+                values.append(
+                    latest.cpu_percent if metric == "system_cpu" else latest.memory_percent
+                )
+        return max(values) if values else None
