@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import statistics
 import sys
 from collections import Counter
@@ -25,6 +26,7 @@ from redis.asyncio import Redis
 
 from taskflow import keys
 from taskflow.connection import EmbeddedRedis
+from taskflow.metrics.recorder import SEP
 from taskflow.serde import arq_deserializer, arq_serializer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,6 +224,22 @@ async def cleanup(redis: Redis, ids: list[str], queue_key: str) -> None:
     for chunk in chunks(ids, 500):
         await redis.unlink(*[p + i for i in chunk for p in KEY_PREFIXES])
     await redis.unlink(queue_key, queue_key + ":health-check")
+
+
+async def cleanup_metrics(redis: Redis, queue: str, since_ms: int, pid: int) -> None:
+    """Delete what a taskflow worker with metrics on wrote: the fields of ``queue`` in the
+    metric bucket hashes (every resolution; hashes left empty vanish), and the system
+    samples since ``since_ms`` of the worker process ``pid`` on this host."""
+    match = f"*{SEP}{queue}{SEP}*"
+    async for key in redis.scan_iter(match="taskflow:metrics:[0-9]*s:[0-9]*", count=1000):
+        fields = [name async for name, _ in redis.hscan_iter(key, match=match, count=1000)]
+        if fields:
+            await redis.hdel(key, *fields)
+    worker_prefix = f"{socket.gethostname()}-{pid}-".encode()
+    entries = await redis.xrange(keys.SYSTEM_STREAM, min=str(since_ms))
+    doomed = [eid for eid, data in entries if data[b"worker"].startswith(worker_prefix)]
+    if doomed:
+        await redis.xdel(keys.SYSTEM_STREAM, *doomed)
 
 
 # -- report -------------------------------------------------------------------------------

@@ -3,12 +3,16 @@
 Run from the repository root::
 
     python benchmarks/overhead.py [--jobs 5000] [--runs 3] [--redis-url URL | --private-redis]
+        [--metrics on|off|both]
 
 For each system and each run: enqueue ``--jobs`` no-op jobs on a fresh queue (timed, one
 client, one job at a time), then start one worker process and wait until the queue is empty.
 
 - taskflow: ``python -m taskflow --log-level WARNING worker benchmarks.overhead:app
-  --queue <unique> --concurrency 100`` (served until drained, then SIGTERM).
+  --queue <unique> --concurrency 100`` (served until drained, then SIGTERM), with job and
+  system metrics on (taskflow's default) and/or off: ``--metrics both`` (the default) runs
+  both in the same run, so their drain throughputs can be compared. The worker's app reads
+  ``TASKFLOW_BENCH_METRICS`` (on/off) to build ``Settings(metrics=MetricsSettings(enabled=...))``.
 - arq: ``python benchmarks/overhead.py --arq-worker <queue key>``: arq's ``Worker`` with
   ``burst=True, max_jobs=100, poll_delay=0.01``, default ``keep_result`` and signal handling,
   logging at WARNING, and taskflow's orjson ``job_serializer``/``job_deserializer``.
@@ -21,7 +25,8 @@ polling) and Redis CPU per job (INFO cpu, user+sys) are deltas from just before 
 starts to the moment the queue is empty. Worker CPU per job is the worker process's CPU time
 between its first and last no-op body, measured inside the worker.
 
-Timing figures belong here, never in tests.
+The metric bucket fields of the benchmark's unique queues and the benchmark workers' system
+samples are deleted with the jobs. Timing figures belong here, never in tests.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -51,9 +56,11 @@ import taskflow
 from benchmarks import common
 from benchmarks.common import median
 from taskflow import connection
+from taskflow.config import MetricsSettings, Settings
 from taskflow.serde import arq_deserializer, arq_serializer
 
 PROBE_ENV = "TASKFLOW_BENCH_PROBE"
+METRICS_ENV = "TASKFLOW_BENCH_METRICS"  # on | off: the worker's MetricsSettings.enabled
 
 
 # -- inside the worker processes ----------------------------------------------------------
@@ -91,7 +98,12 @@ atexit.register(_PROBE.dump)
 
 
 def build_app(redis_url: str | None = None) -> taskflow.TaskFlow:
-    tf = taskflow.TaskFlow(redis_url=redis_url)
+    """The benchmark's app; metrics on unless ``TASKFLOW_BENCH_METRICS=off``."""
+    metrics = os.environ.get(METRICS_ENV, "on")
+    if metrics not in ("on", "off"):
+        raise SystemExit(f"{METRICS_ENV} must be on or off, got {metrics!r}")
+    settings = Settings(metrics=MetricsSettings(enabled=metrics == "on"))
+    tf = taskflow.TaskFlow(redis_url=redis_url, settings=settings)
 
     @tf.task(name="noop")
     async def noop() -> None:
@@ -149,6 +161,8 @@ class System:
     enqueue: Callable[[str, str, int], Any]  # async (url, queue, n) -> (ids, seconds)
     argv: Callable[[str, str], list[str]]  # (url, queue) -> worker command line
     stops_itself: bool
+    env: dict[str, str] = field(default_factory=dict)  # added to the worker's environment
+    metrics: bool = False  # taskflow with metrics on: its metric keys are cleaned up too
 
 
 async def _enqueue_taskflow(url: str, queue: str, n: int) -> tuple[list[str], float]:
@@ -194,22 +208,35 @@ def _arq_argv(url: str, queue: str) -> list[str]:
     return common.arq_worker_argv(str(Path(__file__).resolve()), common.arq_queue_key(queue), url)
 
 
-SYSTEMS = (
-    System(
-        f"taskflow {taskflow.__version__}",
+def _taskflow(metrics: str) -> System:
+    return System(
+        f"taskflow {taskflow.__version__} (metrics {metrics})",
         common.taskflow_queue_key,
         _enqueue_taskflow,
         _taskflow_argv,
         stops_itself=False,
-    ),
-    System(
-        f"arq {common.arq_version()}",
-        common.arq_queue_key,
-        _enqueue_arq,
-        _arq_argv,
-        stops_itself=True,
-    ),
+        env={METRICS_ENV: metrics},
+        metrics=metrics == "on",
+    )
+
+
+ARQ = System(
+    f"arq {common.arq_version()}",
+    common.arq_queue_key,
+    _enqueue_arq,
+    _arq_argv,
+    stops_itself=True,
 )
+METRICS_ON, METRICS_OFF = _taskflow("on"), _taskflow("off")
+
+
+def systems(metrics: str) -> list[System]:
+    """The systems to run for ``--metrics`` (on, off or both), arq last."""
+    chosen = {"on": [METRICS_ON], "off": [METRICS_OFF], "both": [METRICS_ON, METRICS_OFF]}
+    return [*chosen[metrics], ARQ]
+
+
+SYSTEMS = (METRICS_ON, ARQ)  # what this script compared before --metrics
 
 
 async def _wait_drained(
@@ -235,22 +262,27 @@ async def measure(system: System, url: str, jobs: int, redis: Redis) -> Run:
     key = system.queue_key(queue)
     meter = common.Meter(redis)
     ids, enqueue_s = await system.enqueue(url, queue, jobs)
+    pid: int | None = None
     with tempfile.TemporaryDirectory(prefix="taskflow-bench-") as tmp:
         probe = Path(tmp) / "probe.json"
         try:
             calls0, cpu0 = await meter.snapshot()
             spawned = time.perf_counter()
+            spawned_ms = int(time.time() * 1000)
             async with common.worker_process(
                 system.argv(url, queue),
-                common.worker_env(url, **{PROBE_ENV: str(probe)}),
+                common.worker_env(url, **{PROBE_ENV: str(probe)}, **system.env),
                 signal_it=not system.stops_itself,
             ) as proc:
+                pid = proc.pid
                 await _wait_drained(meter, key, proc, timeout=120)
                 drained = time.perf_counter()
                 calls1, cpu1 = await meter.snapshot()
             drain_s = await _drain_window(redis, ids)
         finally:
             await common.cleanup(redis, ids, key)
+            if system.metrics and pid is not None:
+                await common.cleanup_metrics(redis, queue, spawned_ms, pid)
         seen = orjson.loads(probe.read_bytes())
     return Run(
         system=system.name,
@@ -267,7 +299,9 @@ async def measure(system: System, url: str, jobs: int, redis: Redis) -> Run:
 # -- report -------------------------------------------------------------------------------
 
 
-def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: str) -> None:
+def _print_table(
+    by_system: dict[str, list[Run]], jobs: int, url: str, version: str, chosen: list[System]
+) -> None:
     n_runs = len(next(iter(by_system.values())))
     print()
     print(
@@ -287,11 +321,21 @@ def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: 
             f"| {median(runs, 'worker_cpu_ms'):.3f} | {median(runs, 'commands_per_job'):.2f} "
             f"| {median(runs, 'redis_cpu_us'):.1f} | {median(runs, 'wall_s'):.2f} |"
         )
-    tf, arq = (by_system[s.name] for s in SYSTEMS)
-    ratio = median(tf, "rate") / median(arq, "rate")
-    enq = median(tf, "enqueue_rate") / median(arq, "enqueue_rate")
+    arq = by_system[ARQ.name]
     print()
-    print(f"drain throughput ratio taskflow/arq: {ratio:.2f}   enqueue ratio: {enq:.2f}")
+    for system in chosen[:-1]:
+        tf = by_system[system.name]
+        ratio = median(tf, "rate") / median(arq, "rate")
+        enq = median(tf, "enqueue_rate") / median(arq, "enqueue_rate")
+        print(f"drain throughput ratio {system.name}/arq: {ratio:.2f}   enqueue ratio: {enq:.2f}")
+    if METRICS_ON.name in by_system and METRICS_OFF.name in by_system:
+        on, off = by_system[METRICS_ON.name], by_system[METRICS_OFF.name]
+        per_run = ", ".join(f"{a.rate / b.rate:.2f}" for a, b in zip(on, off, strict=True))
+        cost = (median(on, "worker_cpu_ms") - median(off, "worker_cpu_ms")) * 1000
+        print(
+            f"drain throughput ratio metrics on/off: {median(on, 'rate') / median(off, 'rate'):.2f}"
+            f" (per run: {per_run});  worker CPU/job on - off: {cost:+.1f} us"
+        )
     print("per run, drain jobs/s:")
     for name, runs in by_system.items():
         print(f"  {name}: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
@@ -301,13 +345,16 @@ def _print_table(by_system: dict[str, list[Run]], jobs: int, url: str, version: 
         print(f"  {name}: {breakdown}")
 
 
-async def bench(jobs: int, runs: int, url: str) -> None:
+async def bench(jobs: int, runs: int, url: str, metrics: str = "both") -> None:
+    chosen = systems(metrics)
     redis = Redis.from_url(url)
     try:
         version = (await redis.info("server"))["redis_version"]
-        by_system: dict[str, list[Run]] = {s.name: [] for s in SYSTEMS}
+        by_system: dict[str, list[Run]] = {s.name: [] for s in chosen}
         for i in range(runs):
-            for system in SYSTEMS:  # interleaved, so drift hits both alike
+            # interleaved, so drift hits all alike; taskflow's variants swap places every run
+            taskflows = chosen[:-1] if i % 2 == 0 else chosen[-2::-1]
+            for system in [*taskflows, ARQ]:
                 run = await measure(system, url, jobs, redis)
                 by_system[system.name].append(run)
                 print(
@@ -318,18 +365,24 @@ async def bench(jobs: int, runs: int, url: str) -> None:
                 )
     finally:
         await redis.aclose()
-    _print_table(by_system, jobs, url, version)
+    _print_table(by_system, jobs, url, version, chosen)
 
 
 def main() -> None:
     options = common.parser(__doc__)
     options.add_argument("--jobs", type=int, default=5000, help="jobs per run (default 5000)")
+    options.add_argument(
+        "--metrics",
+        choices=("on", "off", "both"),
+        default="both",
+        help="run taskflow with job and system metrics on, off, or both (default both)",
+    )
     args = options.parse_args()
     if args.arq_worker:
         arq_worker(args.arq_worker, args.redis_url)
         return
     with common.server_url(args) as url:
-        asyncio.run(bench(args.jobs, args.runs, url))
+        asyncio.run(bench(args.jobs, args.runs, url, args.metrics))
 
 
 # -- names other scripts imported from here before they moved to common.py ---------------

@@ -1,4 +1,5 @@
-"""Embed taskflow in a FastAPI app: a lifespan, a dependency and a status router.
+"""Embed taskflow in a FastAPI app: a lifespan, a dependency and a status router
+(health, jobs, and Prometheus metrics).
 
 Needs the ``fastapi`` extra (``pip install taskflow[fastapi]``). Example::
 
@@ -29,7 +30,7 @@ from typing import Annotated, Any, Literal, cast, overload
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides fastapi
     raise ImportError(
         "taskflow.integrations.fastapi needs FastAPI, which is an optional extra: "
@@ -46,6 +47,7 @@ from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import LifecycleError
 from ..heartbeat import WorkerInfo, live_workers
+from ..metrics.prometheus import CONTENT_TYPE, MetricsExporter
 from ..serde import JobResult
 from ..task import JobStatus, now_ms
 
@@ -319,17 +321,19 @@ def _datetime(ms: int) -> datetime:
 
 
 def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
-    """Status routes for ``app``: ``GET /health`` and ``GET /jobs/{job_id}``.
+    """Status routes for ``app``: ``GET /health``, ``GET /jobs/{job_id}`` and ``GET /metrics``.
 
     ``GET /health`` answers 200 with Redis status, live workers and the app's queues, or
     503 when Redis is unreachable (or the app is not open) within ``health_timeout``
     seconds. ``GET /jobs/{job_id}`` answers with the job's status and, once it finished,
     its result or error; 404 for a job that does not exist (or whose result expired). Pass
     ``?queue=`` for jobs on a queue other than the app's default, to tell deferred from
-    queued.
+    queued. ``GET /metrics`` answers with cluster-wide job metrics in Prometheus text format
+    (see :mod:`taskflow.metrics.prometheus`; counters count from this router's creation), or
+    503 when Redis is unreachable.
 
     :param app: the app whose queues and jobs the routes describe.
-    :param health_timeout: seconds the health check waits for Redis.
+    :param health_timeout: seconds the health check and a metrics scrape wait for Redis.
     :returns: a router to mount with ``api.include_router(router(app), prefix=...)``.
 
     Example::
@@ -356,6 +360,26 @@ def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
     @routes.get("/jobs/{job_id}", response_model=JobReport, responses={404: {}})
     async def job(job_id: str, queue: str | None = None) -> JobReport:
         return await _job_report(app, job_id, queue)
+
+    exporter = MetricsExporter(app)
+
+    @routes.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."},
+            503: {"description": "Redis is unreachable."},
+        },
+    )
+    async def metrics() -> Response:
+        try:
+            with anyio.fail_after(health_timeout):
+                body = await exporter.render()
+        except _UNHEALTHY as exc:
+            return PlainTextResponse(
+                f"redis unreachable: {str(exc) or type(exc).__name__}\n", status_code=503
+            )
+        return Response(body, media_type=CONTENT_TYPE)
 
     return routes
 

@@ -27,8 +27,8 @@ ZERO: Final = -(2**31)
 
 def bucket_of(value: float) -> int:
     """The bucket index of ``value`` (>= 0)."""
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"histogram values must be >= 0, got {value!r}")
+    if not 0 <= value < math.inf:  # also rejects NaN
+        raise ValueError(f"histogram values must be finite and >= 0, got {value!r}")
     if value <= MIN_VALUE:
         return ZERO
     return math.ceil(math.log(value) / _LOG_GAMMA)
@@ -51,8 +51,10 @@ class Histogram:
     minimum: float = math.inf
     maximum: float = 0.0
 
-    def add(self, value: float, times: int = 1) -> None:
-        index = bucket_of(value)
+    def add(self, value: float, times: int = 1, index: int | None = None) -> None:
+        """Count ``value`` (``times`` times); ``index`` is its bucket if already known."""
+        if index is None:
+            index = bucket_of(value)
         self.buckets[index] = self.buckets.get(index, 0) + times
         self.count += times
         self.total += value * times

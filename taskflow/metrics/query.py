@@ -87,13 +87,16 @@ class MetricsSummary:
 
 
 @dataclass(slots=True)
-class _Merged:
+class Aggregate:
+    """Merged job metrics of one group: attempts per outcome, re-runs, and a histogram per
+    measure (``r`` run, ``w`` wait, ``c`` CPU, ``m`` memory)."""
+
     counts: dict[str, int]
     reruns: int
     histograms: dict[str, Histogram]
 
 
-def _add_field(merged: _Merged, outcome: str, name: str, value: str) -> None:
+def _add_field(merged: Aggregate, outcome: str, name: str, value: str) -> None:
     """Fold one stored field (see recorder's module docstring) into ``merged``."""
     if name == "n":
         merged.counts[outcome] = merged.counts.get(outcome, 0) + int(value)
@@ -116,10 +119,16 @@ def _add_field(merged: _Merged, outcome: str, name: str, value: str) -> None:
 def _window(since: timedelta | datetime, until: datetime | None) -> tuple[int, int]:
     end = until or datetime.now(UTC)
     start = end - since if isinstance(since, timedelta) else since
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ConfigurationError("since/until datetimes must be timezone-aware")
+    for name, value in (("since", start), ("until", end)):
+        if value.tzinfo is None:
+            raise ConfigurationError(
+                f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value.isoformat()!r}"
+            )
     if start > end:
-        raise ConfigurationError(f"since ({start}) is after until ({end})")
+        raise ConfigurationError(
+            f"since {start.isoformat()!r} is after until {end.isoformat()!r}; "
+            "since must be the earlier of the two"
+        )
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
@@ -136,9 +145,11 @@ class Metrics:
                 return resolution
         return self.app.settings.metrics.resolutions[-1]
 
-    async def _merged(
+    async def aggregate(
         self, start_ms: int, end_ms: int, group: Iterable[str]
-    ) -> tuple[Resolution, dict[tuple[str | None, ...], _Merged]]:
+    ) -> tuple[Resolution, dict[tuple[str | None, ...], Aggregate]]:
+        """Merged metrics of ``[start_ms, end_ms]`` widened to whole buckets, keyed by the
+        values of ``group`` (any of ``task``, ``queue``, ``outcome``)."""
         resolution = self._resolution(start_ms)
         width = int(resolution.bucket.total_seconds() * 1000)
         starts = range(start_ms - start_ms % width, end_ms + 1, width)
@@ -147,7 +158,7 @@ class Metrics:
                 pipe.hgetall(keys.metrics_bucket(width // 1000, bucket))
             hashes = await pipe.execute()
         fields = tuple(group)
-        out: dict[tuple[str | None, ...], _Merged] = {}
+        out: dict[tuple[str | None, ...], Aggregate] = {}
         for data in hashes:
             for raw_name, raw_value in data.items():
                 task, queue, outcome, name = raw_name.decode().split(SEP)
@@ -155,7 +166,7 @@ class Metrics:
                 key = tuple(combo[f] for f in fields)
                 merged = out.get(key)
                 if merged is None:
-                    merged = out[key] = _Merged(
+                    merged = out[key] = Aggregate(
                         dict.fromkeys(OUTCOMES, 0), 0, {m: Histogram() for m in MEASURES}
                     )
                 _add_field(merged, outcome, name, raw_value.decode())
@@ -175,7 +186,7 @@ class Metrics:
         if unknown:
             raise ConfigurationError(f"cannot group by {sorted(unknown)}; use task and/or queue")
         start, end = _window(since, until)
-        resolution, merged = await self._merged(start, end, by)
+        resolution, merged = await self.aggregate(start, end, by)
         return [
             self._summary(dict(zip(by, key, strict=True)), m, start, end, resolution)
             for key, m in sorted(merged.items(), key=lambda kv: [str(x) for x in kv[0]])
@@ -197,13 +208,13 @@ class Metrics:
             print(s.count, s.failures, s.run.p95)
         """
         start, end = _window(since, until)
-        resolution, merged = await self._merged(start, end, ("task", "queue"))
+        resolution, merged = await self.aggregate(start, end, ("task", "queue"))
         picked = [
             m
             for (t, q), m in merged.items()
             if (task is None or t == task) and (queue is None or q == queue)
         ]
-        total = _Merged(dict.fromkeys(OUTCOMES, 0), 0, {m: Histogram() for m in MEASURES})
+        total = Aggregate(dict.fromkeys(OUTCOMES, 0), 0, {m: Histogram() for m in MEASURES})
         for m in picked:
             for outcome, n in m.counts.items():
                 total.counts[outcome] = total.counts.get(outcome, 0) + n
@@ -214,9 +225,13 @@ class Metrics:
 
     @staticmethod
     def _summary(
-        labels: dict[str, str | None], m: _Merged, start: int, end: int, resolution: Resolution
+        labels: dict[str, str | None], m: Aggregate, start: int, end: int, resolution: Resolution
     ) -> MetricsSummary:
         count = sum(m.counts.values())
+        # the counts cover whole buckets from the one holding `since`: report that window,
+        # and divide by it
+        width = int(resolution.bucket.total_seconds() * 1000)
+        start -= start % width
         seconds = max((end - start) / 1000, 1e-3)
         return MetricsSummary(
             task=labels.get("task"),
@@ -237,6 +252,21 @@ class Metrics:
             cpu=Distribution.of(m.histograms["c"]),
             memory=Distribution.of(m.histograms["m"]),
         )
+
+    async def export(
+        self,
+        format: str = "json",
+        since: timedelta | datetime = timedelta(hours=1),
+        until: datetime | None = None,
+        *,
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> str:
+        """The job summaries (and, in JSON, system samples) as ``json`` or ``csv`` text; see
+        :func:`taskflow.metrics.export.export` and docs/metrics-export.schema.json."""
+        from .export import export
+
+        return await export(self.app, format, since, until, task=task, queue=queue)
 
     async def system(
         self,

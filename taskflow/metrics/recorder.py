@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 
 from .. import keys
 from ..connection import CONNECTION_ERRORS
-from .histogram import Histogram
+from .histogram import Histogram, bucket_of
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -61,12 +61,11 @@ class _Aggregate:
         default_factory=lambda: {m: Histogram() for m in MEASURES}
     )
 
-    def add(self, sample: JobSample) -> None:
+    def add(self, sample: JobSample, values: tuple[float, ...], indexes: list[int]) -> None:
         self.count += 1
         self.reruns += sample.attempt > 1
-        values = (sample.run, sample.wait, sample.cpu, sample.memory)
-        for measure, value in zip(MEASURES, values, strict=True):
-            self.histograms[measure].add(max(value, 0.0))
+        for measure, value, index in zip(MEASURES, values, indexes, strict=True):
+            self.histograms[measure].add(value, index=index)
 
     def ops(self, combo: str) -> list[Any]:
         """Flat (kind, field, value) triples for lua/metrics_flush.lua."""
@@ -98,6 +97,10 @@ class MetricsRecorder:
 
     def record(self, sample: JobSample) -> None:
         combo = SEP.join((sample.task, sample.queue, sample.outcome)) + SEP
+        values = tuple(
+            max(float(v), 0.0) for v in (sample.run, sample.wait, sample.cpu, sample.memory)
+        )
+        indexes = [bucket_of(v) for v in values]  # once, for every resolution
         for level, width in enumerate(self._widths):
             key = (level, sample.finished_ms - sample.finished_ms % width, combo)
             aggregate = self._pending.get(key)
@@ -105,7 +108,7 @@ class MetricsRecorder:
                 if len(self._pending) >= _MAX_PENDING_KEYS:
                     continue  # Redis has been away for long: drop rather than grow forever
                 aggregate = self._pending[key] = _Aggregate()
-            aggregate.add(sample)
+            aggregate.add(sample, values, indexes)
 
     async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
         self._script = worker.app.scripts.metrics_flush_script

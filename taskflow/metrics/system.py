@@ -76,13 +76,15 @@ class SystemCollector:
         settings = worker.app.settings.metrics
         interval = settings.system_interval.total_seconds()
         retention_ms = int(settings.system_retention.total_seconds() * 1000)
-        self._take(worker)  # primes psutil's CPU and I/O counters
+        self._safe_take(worker)  # primes psutil's CPU and I/O counters
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._probe_lag)
             task_status.started()
             while True:
                 await anyio.sleep(interval)
-                sample = self._take(worker)
+                sample = self._safe_take(worker)
+                if sample is None:
+                    continue
                 try:
                     await worker.app.redis.xadd(
                         keys.SYSTEM_STREAM,
@@ -98,6 +100,15 @@ class SystemCollector:
             started = time.monotonic()
             await anyio.sleep(_PROBE)
             self._lag = max(self._lag, time.monotonic() - started - _PROBE)
+
+    def _safe_take(self, worker: Worker) -> SystemSample | None:
+        """A sample, or None (logged) if the OS would not give one: a collector's trouble
+        (a deleted working directory, a denied /proc read) must not stop the worker."""
+        try:
+            return self._take(worker)
+        except Exception as exc:
+            logger.warning("system sample skipped: %s: %s", type(exc).__name__, exc)
+            return None
 
     def _take(self, worker: Worker) -> SystemSample:
         now = time.monotonic()
