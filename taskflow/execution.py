@@ -407,21 +407,25 @@ def _shorten(error: Any) -> Any:
 
 
 async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitable[int]]) -> None:
-    """Call a finish script until Redis answers; shielded, so a drain cannot lose it."""
+    """Call a finish script until Redis answers.
+
+    Not shielded: job tasks are never cancelled from outside (abort, drain and timeouts
+    cancel only the body's own scope), and should a crash cancel one mid-finish anyway, its
+    lease lapses and the job runs again: at-least-once holds without a scope per job.
+    """
     delay = 0.05
     cap = worker.settings.reconnect_backoff_cap.total_seconds()
-    with anyio.CancelScope(shield=True):
-        while not worker.abandon_finishes:
-            try:
-                reply = await call()
-                worker.redis_ok()
-                break
-            except CONNECTION_ERRORS as exc:
-                worker.redis_failed(f"finishing job {claim.job_id}", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, cap)
-        else:
-            return
+    while not worker.abandon_finishes:
+        try:
+            reply = await call()
+            worker.redis_ok()
+            break
+        except CONNECTION_ERRORS as exc:
+            worker.redis_failed(f"finishing job {claim.job_id}", exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, cap)
+    else:
+        return
     if reply == 0:
         logger.warning(
             "job %s: claim lost (lease lapsed); outcome dropped, another worker re-runs it",

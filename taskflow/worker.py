@@ -275,7 +275,8 @@ class Worker:
         if self._hurry:
             slot.interrupt = "drain"  # never starts its body: requeued at once
         self.running[job_id] = slot
-        self._idle = anyio.Event()
+        if self._idle.is_set():  # busy again (an event per transition, not per job)
+            self._idle = anyio.Event()
         assert self._jobs is not None
         self._jobs.start_soon(self._run_slot, slot, name=f"job {job_id}")
 

@@ -17,8 +17,6 @@ from email.message import EmailMessage
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-import aiosmtplib
-import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -219,6 +217,8 @@ class Email(BaseModel):
             f"state: {event.state}\nvalue: {event.value}\nthreshold: {event.threshold:g}\n"
             f"since: {event.started_at}\nalert id: {event.alert_id}\n"
         )
+        import aiosmtplib  # imported when first used: most workers never send email
+
         await aiosmtplib.send(
             message,
             hostname=self.host,
@@ -232,6 +232,8 @@ class Email(BaseModel):
 
 
 async def _post(url: str, body: bytes, headers: dict[str, str], timeout: timedelta) -> None:
+    import httpx  # imported when first used, like aiosmtplib
+
     async with httpx.AsyncClient(timeout=timeout.total_seconds()) as client:
         response = await client.post(url, content=body, headers=headers)
     if response.status_code >= 300:

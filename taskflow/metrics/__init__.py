@@ -4,12 +4,31 @@ histograms, read back cluster-wide from any process. See docs/metrics.md.
 
 from __future__ import annotations
 
-from .export import export
+from typing import TYPE_CHECKING, Any
+
 from .histogram import RELATIVE_ERROR, Histogram
-from .prometheus import MetricsServer, render
 from .query import Aggregate, Distribution, Metrics, MetricsSummary
 from .recorder import JobSample, MetricsRecorder
 from .system import SystemCollector, SystemSample
+
+if TYPE_CHECKING:
+    from .export import export
+    from .prometheus import MetricsServer, render
+
+
+def __getattr__(name: str) -> Any:
+    # export and Prometheus pull in prometheus-client: loaded only when asked for, so a
+    # worker that never serves /metrics does not carry it
+    if name == "export":
+        from .export import export
+
+        return export
+    if name in ("MetricsServer", "render"):
+        from . import prometheus
+
+        return getattr(prometheus, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = (
     "RELATIVE_ERROR",
