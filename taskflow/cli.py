@@ -1,6 +1,7 @@
 """The ``taskflow`` command: ``worker`` runs a worker, ``check`` asks whether queues are
 served, ``metrics export`` writes job and system metrics as JSON or CSV and ``metrics show``
-prints a summary table.
+prints a summary table, ``alerts list``/``ack``/``rules`` show the alert history,
+acknowledge a firing alert and list the app's alert rules (:mod:`taskflow.cli_alerts`).
 
 Each takes the app as ``module:attribute`` (``module.path:app``), importable from the
 current directory.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import re
 import sys
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .app import TaskFlow
+from .cli_alerts import add_alerts_parser, run_alerts
 from .config import Settings, WorkerSettings, build
 from .errors import ConfigurationError, TaskflowError
 from .heartbeat import live_workers
@@ -82,6 +85,17 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _seconds_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+        timedelta(seconds=seconds)
+    except (ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"invalid seconds {value!r}; use a number > 0, e.g. 15")
+    return seconds
+
+
 def _metrics_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -139,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
     )
+    worker.add_argument(
+        "--alert-interval",
+        type=_seconds_arg,
+        metavar="SECONDS",
+        help="how often the worker evaluates the app's alert rules (default 15)",
+    )
 
     check = sub.add_parser(
         "check", help="exit 0 only if a live worker serves each queue", parents=[common]
@@ -152,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         help="queue to check; repeat for several (default: every queue the app's tasks use)",
     )
     _metrics_parser(sub, common)
+    add_alerts_parser(sub, common, parse_since)
     return parser
 
 
@@ -165,6 +186,8 @@ def _worker_settings(app: TaskFlow, args: argparse.Namespace) -> WorkerSettings:
     if args.lease is not None:
         data["lease"] = timedelta(seconds=args.lease)
         data["heartbeat_interval"] = min(data["heartbeat_interval"], data["lease"] / 3)
+    if args.alert_interval is not None:
+        data["alert_interval"] = timedelta(seconds=args.alert_interval)
     return build(WorkerSettings, data, source="the command line")
 
 
@@ -334,6 +357,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "metrics":
         document = anyio.run(_collect, app, args, backend="asyncio")
         return _show(document) if args.metrics_command == "show" else _export(document, args)
+    if args.command == "alerts":
+        return anyio.run(run_alerts, app, args, backend="asyncio")
     queues = args.queues or app.queues or [app.settings.default_queue]
     return anyio.run(_check, app, queues, backend="asyncio")
 

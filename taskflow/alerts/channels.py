@@ -125,10 +125,12 @@ class Webhook(BaseModel):
 
     model_config = _frozen
     type: Literal["webhook"] = "webhook"
-    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    # not in the repr: the path may hold a token (``name`` shows scheme and host)
+    url: str = Field(pattern=r"^https?://", repr=False, description="Where to POST.")
     secret: SecretStr | None = Field(None, description="HMAC key for the signature header.")
     timeout: timedelta = Field(timedelta(seconds=10), gt=timedelta(0))
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    # extra headers may carry credentials too: neither shown nor dumped
+    headers: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @property
     def name(self) -> str:
@@ -234,8 +236,18 @@ class Email(BaseModel):
 async def _post(url: str, body: bytes, headers: dict[str, str], timeout: timedelta) -> None:
     import httpx  # imported when first used, like aiosmtplib
 
-    async with httpx.AsyncClient(timeout=timeout.total_seconds()) as client:
-        response = await client.post(url, content=body, headers=headers)
+    # straight to the transport: httpx's client logs every request's full URL at INFO, and
+    # a Slack or webhook URL can be a credential
+    request = httpx.Request(
+        "POST",
+        url,
+        content=body,
+        headers=headers,
+        extensions={"timeout": httpx.Timeout(timeout.total_seconds()).as_dict()},
+    )
+    async with httpx.AsyncHTTPTransport() as transport:
+        response = await transport.handle_async_request(request)
+        await response.aread()
     if response.status_code >= 300:
         # the status only: the URL may carry a token
         raise ChannelError(f"answered HTTP {response.status_code}")

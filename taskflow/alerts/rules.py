@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigurationError
 from .channels import Channel, ChannelConfig
@@ -79,9 +80,20 @@ def _channels(value: Any) -> tuple[Any, ...]:
     if not isinstance(value, list | tuple):
         raise ValueError(f"channels must be a list, got {type(value).__name__}")
     out = []
-    for item in value:
+    for position, item in enumerate(value):
         if isinstance(item, dict):
-            out.append(_CHANNEL.validate_python(item))
+            try:
+                out.append(_CHANNEL.validate_python(item))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                )
+                raise PydanticCustomError(
+                    "channel",
+                    "channel #{position} {problems}",
+                    {"position": position, "problems": problems},
+                ) from None
         elif isinstance(item, Channel):
             out.append(item)
         else:
@@ -201,11 +213,18 @@ class AlertRule(BaseModel):
     @field_validator("message")
     @classmethod
     def _template(cls, value: str) -> str:
-        unknown = {f for _, f, _, _ in string.Formatter().parse(value) if f} - _TEMPLATE_FIELDS
-        if unknown:
-            raise ValueError(
-                f"unknown message field(s) {sorted(unknown)}; use {sorted(_TEMPLATE_FIELDS)}"
-            )
+        valid = ", ".join(sorted(_TEMPLATE_FIELDS))
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"message is not a valid template ({exc}); fields: {valid}") from None
+        for _, name, spec, _ in parts:
+            if name is None:
+                continue
+            if name not in _TEMPLATE_FIELDS:
+                raise ValueError(f"unknown message field {{{name}}}; use one of {valid}")
+            if spec and ("{" in spec or "}" in spec):
+                raise ValueError(f"message field {{{name}}} nests a field in its format spec")
         return value
 
     def evaluate(self, values: list[float | None]) -> tuple[bool, list[ConditionResult]]:

@@ -8,7 +8,7 @@ local key = ARGV[6] .. rule
 local st = redis.call('HMGET', key, 'state', 'alert_id', 'last_value')
 if st[2] ~= ARGV[1] then return {'error', 'resolved'} end
 if st[1] == 'acknowledged' then return {'error', 'acknowledged'} end
-if st[1] ~= 'firing' then return {'error', st[1] or 'ok'} end
+if st[1] ~= 'firing' then return {'error', 'resolved'} end
 redis.call('HSET', key, 'state', 'acknowledged', 'acked_by', ARGV[2], 'ack_note', ARGV[3],
   'acked_at', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'alert_id', ARGV[1], 'rule', rule,

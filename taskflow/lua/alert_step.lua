@@ -30,6 +30,8 @@ if holds then
   end
   if state == 'pending' then
     if now - tonumber(pending_since) < for_ms then return {'pending', '', ''} end
+    -- the index keeps only each rule's latest alert: it cannot grow without bound
+    if alert_id then redis.call('HDEL', KEYS[3], alert_id) end
     alert_id = ARGV[5]
     redis.call('HSET', KEYS[1], 'state', 'firing', 'alert_id', alert_id, 'started_at', now)
     redis.call('HSET', KEYS[3], alert_id, ARGV[7])
