@@ -14,7 +14,6 @@ import importlib
 import logging
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,17 +24,13 @@ from rich.table import Table
 
 from .app import TaskFlow
 from .cli_alerts import add_alerts_parser, run_alerts
-from .config import Settings, WorkerSettings, build
+from .config import Settings, WorkerSettings, build, parse_duration
 from .errors import ConfigurationError, TaskflowError
 from .heartbeat import live_workers
 from .metrics.export import FORMATS, JobRow, MetricsExport, collect, to_csv, to_json
-from .metrics.prometheus import MetricsServer
 from .worker import Sibling
 
 __all__ = ("load_app", "main", "parse_since", "parse_time")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def load_app(path: str) -> TaskFlow:
@@ -68,9 +63,9 @@ def parse_time(value: str) -> datetime:
 
 def parse_since(value: str) -> timedelta | datetime:
     """How far back: a duration (``30s``, ``15m``, ``1h``, ``7d``, ``2w``) or an ISO 8601 time."""
-    match = _DURATION.fullmatch(value.strip())
-    if match:
-        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    duration = parse_duration(value)
+    if isinstance(duration, timedelta):
+        return duration
     try:
         return parse_time(value)
     except argparse.ArgumentTypeError:
@@ -352,6 +347,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         settings = _worker_settings(app, args)
         siblings: list[Sibling] = []
         if args.metrics_port is not None:
+            from .metrics.prometheus import MetricsServer  # prometheus-client only if asked
+
             siblings.append(MetricsServer(args.metrics_port, args.metrics_host))
         return anyio.run(_run_worker, app, settings, siblings, backend="asyncio")
     if args.command == "metrics":

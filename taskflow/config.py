@@ -8,20 +8,23 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigurationError
 
 __all__ = (
     "DEFAULT_REDIS_URL",
     "Backoff",
+    "Duration",
     "MetricsSettings",
     "Resolution",
     "build",
+    "parse_duration",
     "Settings",
     "WorkerSettings",
     "settings_from_env",
@@ -238,6 +241,21 @@ class Settings(BaseModel):
             )
         return self
 
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"250ms"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"`` as a timedelta; any other
+    value is left for pydantic (seconds, ISO 8601, timedelta)."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+"""A timedelta that also accepts ``"15m"``-style strings (rules files, the CLI)."""
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ..config import Duration
+
 __all__ = (
     "AlertEvent",
     "Channel",
@@ -113,8 +115,11 @@ class Console(BaseModel):
             if event.state == "resolved"
             else {"critical": "bold red", "warning": "yellow"}.get(event.severity, "cyan")
         )
+        from rich.markup import escape
+
         RichConsole(stderr=True).print(
-            f"[{colour}]{event.state.upper()} {event.severity}[/] {event.rule}: {event.message}",
+            f"[{colour}]{event.state.upper()} {event.severity}[/] "
+            f"{escape(event.rule)}: {escape(event.message)}",
             highlight=False,
         )
 
@@ -128,7 +133,7 @@ class Webhook(BaseModel):
     # not in the repr: the path may hold a token (``name`` shows scheme and host)
     url: str = Field(pattern=r"^https?://", repr=False, description="Where to POST.")
     secret: SecretStr | None = Field(None, description="HMAC key for the signature header.")
-    timeout: timedelta = Field(timedelta(seconds=10), gt=timedelta(0))
+    timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
     # extra headers may carry credentials too: neither shown nor dumped
     headers: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
@@ -159,7 +164,7 @@ class Slack(BaseModel):
     model_config = _frozen
     type: Literal["slack"] = "slack"
     url: SecretStr = Field(description="The incoming-webhook URL (a credential).")
-    timeout: timedelta = Field(timedelta(seconds=10), gt=timedelta(0))
+    timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
 
     @property
     def name(self) -> str:
@@ -203,7 +208,7 @@ class Email(BaseModel):
     password: SecretStr | None = None
     starttls: bool = Field(True, description="Upgrade with STARTTLS (port 587).")
     tls: bool = Field(False, description="Implicit TLS from the start (port 465).")
-    timeout: timedelta = Field(timedelta(seconds=15), gt=timedelta(0))
+    timeout: Duration = Field(timedelta(seconds=15), gt=timedelta(0))
 
     @property
     def name(self) -> str:

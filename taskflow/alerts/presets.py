@@ -19,10 +19,13 @@ def failure_rate(
     for_: timedelta = timedelta(minutes=5),
     severity: Severity | str = Severity.WARNING,
     channels: Sequence[Any] = (),
+    name: str | None = None,
+    cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """Failed attempts over ``threshold`` (5 %) of all attempts for ``for_`` (5 min)."""
     return AlertRule(
-        name=f"failure-rate{'-' + task if task else ''}",
+        name=name or f"failure-rate{'-' + task if task else ''}",
+        cooldown=cooldown,
         conditions=[
             Condition(metric="failure_rate", task=task, op=">", threshold=threshold, window=window)
         ],
@@ -40,10 +43,13 @@ def oldest_job_age(
     for_: timedelta = timedelta(0),
     severity: Severity | str = Severity.WARNING,
     channels: Sequence[Any] = (),
+    name: str | None = None,
+    cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """The oldest ready job on ``queue`` has waited longer than ``seconds``."""
     return AlertRule(
-        name=f"oldest-job-age-{queue}",
+        name=name or f"oldest-job-age-{queue}",
+        cooldown=cooldown,
         conditions=[Condition(metric="oldest_job_age", queue=queue, op=">", threshold=seconds)],
         for_=for_,
         severity=Severity(severity),
@@ -58,10 +64,13 @@ def no_live_worker(
     for_: timedelta = timedelta(seconds=30),
     severity: Severity | str = Severity.CRITICAL,
     channels: Sequence[Any] = (),
+    name: str | None = None,
+    cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """No worker with a live heartbeat serves ``queue``."""
     return AlertRule(
-        name=f"no-live-worker-{queue}",
+        name=name or f"no-live-worker-{queue}",
+        cooldown=cooldown,
         conditions=[Condition(metric="live_workers", queue=queue, op="<", threshold=1)],
         for_=for_,
         severity=Severity(severity),

@@ -7,7 +7,6 @@ rate, ...) joined by ``all`` or ``any``; it fires once its conditions have held 
 from __future__ import annotations
 
 import operator
-import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..config import Duration, parse_duration
 from ..errors import ConfigurationError
 from .channels import Channel, ChannelConfig
 
@@ -49,7 +49,8 @@ METRICS: Mapping[str, str] = {
     "queue_depth": "jobs waiting in the queue (queue=)",
     "oldest_job_age": "seconds the oldest ready job has waited (queue=)",
     "live_workers": "workers with a live heartbeat serving the queue (queue=; all if omitted)",
-    "failure_rate": "failed attempts / attempts over the window (task=, queue=, window=), 0-1",
+    "failure_rate": "attempts that failed for good / all attempts (retried ones count only in "
+    "the total) over the window (task=, queue=, window=), 0-1; no value without attempts",
     "run_time_p50": "median run time in seconds over the window (task=, queue=, window=)",
     "run_time_p90": "90th percentile run time in seconds (task=, queue=, window=)",
     "run_time_p95": "95th percentile run time in seconds (task=, queue=, window=)",
@@ -60,19 +61,7 @@ METRICS: Mapping[str, str] = {
     "loop_lag": "worst event-loop lag in seconds reported by any worker in the window",
 }
 _QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: Any) -> Any:
-    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` (and what pydantic takes) as a timedelta."""
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+_SYSTEM_METRICS = {"system_cpu", "system_memory", "loop_lag"}
 
 
 def _channels(value: Any) -> tuple[Any, ...]:
@@ -144,8 +133,10 @@ class Condition(BaseModel):
     def _needs_queue(self) -> Self:
         if self.metric in _QUEUE_METRICS and not self.queue:
             raise ValueError(f"metric {self.metric!r} needs queue=")
-        if self.task and self.metric in _QUEUE_METRICS | {"live_workers"}:
+        if self.task and self.metric in _QUEUE_METRICS | {"live_workers"} | _SYSTEM_METRICS:
             raise ValueError(f"metric {self.metric!r} does not take task=")
+        if self.queue and self.metric in _SYSTEM_METRICS:
+            raise ValueError(f"metric {self.metric!r} is host-wide: it does not take queue=")
         return self
 
     def holds(self, value: float | None) -> bool:

@@ -246,11 +246,11 @@ class QueueSummary(BaseModel):
 
     model_config = _model
 
-    queued: int = Field(
-        description="Jobs due now, including those a worker is running (arq keeps a job in "
-        "its queue until it finishes)."
+    queued: int = Field(description="Jobs due now and not yet claimed by a worker.")
+    deferred: int = Field(
+        description="Jobs scheduled for later, and jobs a worker is running (a claimed job "
+        "stays in its queue with its score at the end of its lease)."
     )
-    deferred: int = Field(description="Jobs scheduled for later.")
     workers: int = Field(description="Live workers serving the queue.")
 
 
