@@ -202,6 +202,10 @@ def _run_hashes(
             roots.append(
                 (node.queue, keys.node_job_id(run_id, i), prefix + str(now).encode() + b"}")
             )
+    # hashes the scripts fill later exist from the start, with the run's expiry: a write to
+    # a field keeps a key's TTL, so no script has to set one (see _PLACEHOLDER)
+    for part in ("bad", "skip", "results", "timing"):
+        hashes[part][_PLACEHOLDER] = b""
     hashes["meta"] = {
         "graph": graph.name,
         "status": "running",
@@ -210,8 +214,6 @@ def _run_hashes(
         "failed": 0,
         "cancelled": 0,
         "created_ms": now,
-        # keys created later (results, timing, ...) expire at the same instant as these
-        "expires_ms": now + int(settings.run_max_age.total_seconds() * 1000),
         "retention_ms": int(settings.run_retention.total_seconds() * 1000),
     }
     return hashes, roots
@@ -300,6 +302,7 @@ class RunHandle:
         results = {
             by_index[int(i)].name: orjson.loads(r)
             for i, r in raw.items()
+            if i != _PLACEHOLDER
             if by_index[int(i)].state is NodeState.SUCCEEDED
         }
         failed = {
@@ -336,6 +339,9 @@ class RunHandle:
         """
         return _mermaid(self._graph, self._last)
 
+
+_PLACEHOLDER = b"_"
+"""A field that makes a run's later-filled hashes exist (and expire) from submission on."""
 
 _NOT_SUCCEEDED = frozenset({"failed", "cancelled", "skipped", "upstream_failed"})
 

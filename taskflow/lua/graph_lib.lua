@@ -12,16 +12,6 @@ local function static(i)
   return string.match(redis.call('HGET', STATIC, i), '^(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
 end
 
--- keys written after submission expire with the run's other keys (meta.expires_ms), so a run
--- that never ends leaves nothing behind
-local function keep_expiry(...)
-  local deadline = redis.call('HGET', META, 'expires_ms')
-  if not deadline then return end
-  for _, key in ipairs({...}) do
-    if redis.call('PTTL', key) == -1 then redis.call('PEXPIREAT', key, deadline) end
-  end
-end
-
 -- a node reached a terminal state: record it and count it towards the run's end
 local function set_terminal(i, st, result, now)
   redis.call('HSET', STATE, i, st)
@@ -113,7 +103,6 @@ end
 local function complete_if_done(now, retention)
   local meta = redis.call('HMGET', META, 'done', 'total', 'status', 'failed', 'cancel',
     'retention_ms')
-  keep_expiry(TIMING, RESULTS, BAD, SKIP)
   if meta[3] ~= 'running' or tonumber(meta[1]) < tonumber(meta[2]) then return end
   -- the retention chosen at submission wins over the finishing worker's setting
   retention = tonumber(meta[6] or retention)

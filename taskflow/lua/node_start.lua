@@ -11,7 +11,6 @@ local st = redis.call('HGET', STATE, i)
 if TERMINAL[st] then return {'ended', st} end
 redis.call('HSET', STATE, i, 'running')
 redis.call('HSET', TIMING, i .. ':s', ARGV[3], i .. ':w', ARGV[2], i .. ':a', ARGV[4])
-keep_expiry(TIMING)
 local out = {'run', redis.call('HGET', NODES, i)}
 local _, _, _, parents = static(i)
 if parents ~= '' then
