@@ -180,7 +180,11 @@ class TaskflowSide:
     async def timeline(self) -> Timeline:
         run_id, n = self.runs[-1]
         raw = await self.redis.hgetall(keys.run(run_id, "timing"))  # type: ignore[misc]
-        t = {k.decode(): int(v) for k, v in raw.items() if not k.endswith((b":w", b":a"))}
+        t = {
+            k.decode(): int(v)
+            for k, v in raw.items()
+            if b":" in k and not k.endswith((b":w", b":a"))
+        }
         return [t[f"{i}:s"] for i in range(n)], [t[f"{i}:f"] for i in range(n)]
 
     def created(self) -> tuple[list[str], list[str], str]:

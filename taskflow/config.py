@@ -24,6 +24,7 @@ __all__ = (
     "MetricsSettings",
     "Resolution",
     "build",
+    "describe_validation",
     "parse_duration",
     "Settings",
     "WorkerSettings",
@@ -260,16 +261,23 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 M = TypeVar("M", bound=BaseModel)
 
 
+def describe_validation(
+    exc: ValidationError, *, root: str = "value", show_input: bool = False
+) -> str:
+    """Every problem of a pydantic error as ``field.path: message`` (``; ``-joined)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}"
+        + (f" (got {err.get('input')!r:.60})" if show_input else "")
+        for err in exc.errors(include_url=False)
+    )
+
+
 def build(model: type[M], data: Mapping[str, Any], source: str = "") -> M:
     """Validate ``data`` as ``model``; a :class:`ConfigurationError` names each bad field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']} "
-            f"(got {err.get('input')!r:.60})"
-            for err in exc.errors(include_url=False)
-        )
+        problems = describe_validation(exc, show_input=True)
         where = f" from {source}" if source else ""
         raise ConfigurationError(f"invalid {model.__name__}{where}: {problems}") from None
 

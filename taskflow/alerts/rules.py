@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..config import Duration, parse_duration
+from ..config import Duration, describe_validation, parse_duration
 from ..errors import ConfigurationError
 from .channels import Channel, ChannelConfig
 
@@ -74,10 +74,7 @@ def _channels(value: Any) -> tuple[Any, ...]:
             try:
                 out.append(_CHANNEL.validate_python(item))
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                    for e in exc.errors(include_url=False)
-                )
+                problems = describe_validation(exc)
                 raise PydanticCustomError(
                     "channel",
                     "channel #{position} {problems}",
@@ -281,10 +278,7 @@ def load_rules(path: str | Path) -> list[AlertRule]:
         try:
             rules.append(AlertRule.model_validate(item))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}"
-                for e in exc.errors(include_url=False)
-            )
+            problems = describe_validation(exc, root="rule")
             raise ConfigurationError(f"{file}: rule {name!r} is invalid: {problems}") from None
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
