@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio import CancelScope, fail_after, get_cancelled_exc_class
 from anyio.abc import TaskGroup, TaskStatus
 
 from .. import keys
@@ -37,6 +38,7 @@ logger = logging.getLogger("taskflow.alerts")
 
 HISTORY_MAX = 10_000
 _DELIVERY_ATTEMPTS = 4
+_SEND_DEADLINE = 20.0  # seconds one delivery attempt may take, whatever the channel's timeout
 
 
 class AlertNotFound(LookupMiss):
@@ -181,7 +183,14 @@ class AlertEvaluator:
         holds, results = rule.evaluate(values)
         first = next((r for r in results if r.holds), results[0])
         now = now_ms()
-        message = render_message(rule, "firing" if holds else "resolved", results, _iso(now))
+        async with worker.app.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.alert_state(rule.name), ["state", "started_at"])
+            [(state, started_ms)] = await pipe.execute()
+        # history and notices carry the start of the alert they belong to: a resolution or a
+        # reminder the current one's, a new firing this evaluation's time
+        ongoing = state in (b"firing", b"acknowledged") and started_ms
+        started = _iso(int(started_ms)) if ongoing else _iso(now)
+        message = render_message(rule, "firing" if holds else "resolved", results, started)
         reply = await worker.app.scripts.alert_step_script(
             keys=[keys.alert_state(rule.name), keys.ALERT_HISTORY, keys.ALERT_IDS],
             args=[
@@ -255,8 +264,19 @@ async def _deliver(channel: Channel, event: AlertEvent) -> None:
     delay = 1.0
     for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
         try:
-            await channel.send(event)
+            # an attempt under way finishes even when the worker stops (bounded); the
+            # retries' waits do not hold a stopping worker up
+            with CancelScope(shield=True), fail_after(_SEND_DEADLINE):
+                await channel.send(event)
             return
+        except get_cancelled_exc_class():
+            logger.warning(
+                "alert %s (%s): delivery to %s abandoned: the worker is stopping",
+                event.rule,
+                event.state,
+                channel.name,
+            )
+            raise
         except Exception as exc:  # a channel's failure must not touch anything else
             # the exception's type only: messages can carry URLs with tokens
             logger.warning(
