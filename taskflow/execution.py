@@ -20,7 +20,7 @@ from .connection import CONNECTION_ERRORS
 from .errors import ArgumentError, PayloadTooLarge, Retry, SerializationError
 from .metrics.meter import Metered, rss_bytes
 from .metrics.recorder import JobSample
-from .resolver import start_node
+from .resolver import parse_node_start, start_node
 from .scripts import Claimed
 from .serde import (
     CorruptPayload,
@@ -142,9 +142,12 @@ async def _arguments(
     raw_args, raw_kwargs = payload.args, payload.kwargs
     if payload.graph is not None:
         run_id, index = payload.graph
-        start = await start_node(
-            worker.app, run_id, index, worker.id, claim.attempt, via=worker.batcher
-        )
+        if claim.node_start is not None:  # the claim script started the node already
+            start = parse_node_start(claim.node_start)
+        else:
+            start = await start_node(
+                worker.app, run_id, index, worker.id, claim.attempt, via=worker.batcher
+            )
         if start.verdict != "run":
             return _not_started(start.verdict)
         raw_args, raw_kwargs = start.args, start.kwargs

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from .batcher import Batcher
     from .graph import Graph
 
-__all__ = ("NodeStart", "NodeStatus", "RunHandle", "RunStatus", "start_node", "submit_graph")
+__all__ = (
+    "NodeStart",
+    "NodeStatus",
+    "RunHandle",
+    "RunStatus",
+    "parse_node_start",
+    "start_node",
+    "submit_graph",
+)
 
 _FINAL = ("succeeded", "failed", "cancelled")
 
@@ -121,6 +129,11 @@ async def start_node(
     passed as ``None``.
     """
     reply = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt, via)
+    return parse_node_start(reply)
+
+
+def parse_node_start(reply: list[Any]) -> NodeStart:
+    """A node start's reply (from lua/node_start.lua, or from the claim that did it)."""
     verdict = reply[0].decode()
     if verdict != "run":
         return NodeStart(verdict)

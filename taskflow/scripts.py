@@ -39,6 +39,7 @@ class Claimed:
     failures: int
     score: int
     aborted: bool
+    node_start: list[Any] | None = None  #: a graph node's start, done by the claim itself
 
 
 FinishMode = Literal["done", "retry", "requeue"]
@@ -97,8 +98,8 @@ class Scripts:
             self._claim, [keys.queue(q) for q in queues], [now_ms, limit, token, lease_ms], via
         )
         claimed = []
-        for i in range(0, len(reply), 7):
-            qi, job_id, payload, attempt, failures, score, aborted = reply[i : i + 7]
+        for i in range(0, len(reply), 8):
+            qi, job_id, payload, attempt, failures, score, aborted, node = reply[i : i + 8]
             claimed.append(
                 Claimed(
                     job_id=job_id.decode(),
@@ -108,6 +109,7 @@ class Scripts:
                     failures=int(failures),
                     score=int(float(score)),
                     aborted=bool(aborted),
+                    node_start=node,
                 )
             )
         return claimed
