@@ -24,6 +24,10 @@ def _source(name: str) -> str:
     return resources.files("taskflow").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def _node_source(name: str) -> str:
+    return _source("node_lib") + "\n" + _source(name)
+
+
 def _graph_source(name: str) -> str:
     return _source("graph_lib") + "\n" + _source(name)
 
@@ -66,11 +70,11 @@ class Scripts:
         self.metrics_flush_script: AsyncScript = redis.register_script(_source("metrics_flush"))
         self.alert_step_script: AsyncScript = redis.register_script(_source("alert_step"))
         self.alert_ack_script: AsyncScript = redis.register_script(_source("alert_ack"))
-        self._claim: AsyncScript = redis.register_script(_source("claim"))
+        self._claim: AsyncScript = redis.register_script(_node_source("claim"))
         self._finish: AsyncScript = redis.register_script(_source("finish"))
         self._abort: AsyncScript = redis.register_script(_source("abort"))
         self._renew: AsyncScript = redis.register_script(_source("renew"))
-        self._node_start: AsyncScript = redis.register_script(_graph_source("node_start"))
+        self._node_start: AsyncScript = redis.register_script(_node_source("node_start"))
         self._finish_node: AsyncScript = redis.register_script(_graph_source("finish_node"))
         self._cancel_run: AsyncScript = redis.register_script(_graph_source("cancel_run"))
 
@@ -179,7 +183,10 @@ class Scripts:
     ) -> list[Any]:
         """Mark a node running; ``['run', spec, parent, state, result, ...]`` or why not."""
         reply: list[Any] = await self._call(
-            self._node_start, keys.run_keys(run_id), [index, worker_id, now_ms, attempt], via
+            self._node_start,
+            keys.run_keys(run_id),
+            [index, worker_id, now_ms, attempt, run_id],
+            via,
         )
         return reply
 

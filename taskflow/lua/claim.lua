@@ -8,35 +8,8 @@
 -- ARGV: 1 now ms, 2 limit, 3 claim token, 4 lease ms
 -- Returns a flat array, 8 fields per claimed job:
 --   queue index (1-based), job id, payload (nil if expired), attempt, failures, score, aborted,
---   node start (for a graph node's job: what lua/node_start.lua returns, done here to save
+--   node start (for a graph node's job: node_start() of lua/node_lib.lua, done here to save
 --   the worker a round trip per node; else nil)
-local TERMINAL = {succeeded = true, failed = true, cancelled = true, skipped = true,
-  upstream_failed = true}
-
--- lua/node_start.lua, for the run and node a job id names (keys.run, keys.node_job_id)
-local function node_start(run_id, i, worker, now, attempt)
-  local base = 'taskflow:run:{' .. run_id .. '}:'
-  local meta = base .. 'meta'
-  if redis.call('EXISTS', meta) == 0 then return {'gone'} end
-  if redis.call('HGET', meta, 'cancel') == '1' then return {'cancelled'} end
-  local state = base .. 'state'
-  local st = redis.call('HGET', state, i)
-  if TERMINAL[st] then return {'ended', st} end
-  redis.call('HSET', state, i, 'running')
-  redis.call('HSET', base .. 'timing', i .. ':s', now, i .. ':w', worker, i .. ':a', attempt)
-  local out = {'run', redis.call('HGET', base .. 'nodes', i)}
-  local _, _, _, parents = string.match(redis.call('HGET', base .. 'static', i),
-    '^(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
-  if parents ~= '' then
-    for p in string.gmatch(parents, '[^,]+') do
-      out[#out + 1] = p
-      out[#out + 1] = redis.call('HGET', state, p)
-      out[#out + 1] = redis.call('HGET', base .. 'results', p)
-    end
-  end
-  return out
-end
-
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local token = ARGV[3]
