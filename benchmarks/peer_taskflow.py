@@ -7,12 +7,12 @@ Worker: ``python -m taskflow --log-level WARNING worker benchmarks.peer_taskflow
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import timedelta
 from typing import Any
 
 import taskflow
-from benchmarks.peer_common import BULK, CONCURRENCY, POLL, SLEEP, TIMEOUT, in_flight, probe
+from benchmarks.common import taskflow_worker_argv
+from benchmarks.peer_common import BULK, POLL, SLEEP, TIMEOUT, in_flight, probe
 from taskflow import keys
 
 NAME = f"taskflow {taskflow.__version__}"
@@ -67,19 +67,7 @@ app = build_app()  # what `python -m taskflow worker benchmarks.peer_taskflow:ap
 
 
 def worker_argv(url: str, queue: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "taskflow",
-        "--log-level",
-        "WARNING",
-        "worker",
-        "benchmarks.peer_taskflow:app",
-        "--queue",
-        queue,
-        "--concurrency",
-        str(CONCURRENCY),
-    ]
+    return taskflow_worker_argv("benchmarks.peer_taskflow:app", queue)
 
 
 class Client:

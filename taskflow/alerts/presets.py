@@ -11,6 +11,27 @@ from .rules import AlertRule, Condition, Severity
 __all__ = ("failure_rate", "no_live_worker", "oldest_job_age")
 
 
+def _preset(
+    name: str,
+    condition: Condition,
+    message: str,
+    *,
+    for_: timedelta,
+    severity: Severity | str,
+    channels: Sequence[Any],
+    cooldown: timedelta,
+) -> AlertRule:
+    return AlertRule(
+        name=name,
+        conditions=[condition],
+        for_=for_,
+        severity=Severity(severity),
+        cooldown=cooldown,
+        channels=tuple(channels),
+        message=message,
+    )
+
+
 def failure_rate(
     threshold: float = 0.05,
     *,
@@ -23,16 +44,14 @@ def failure_rate(
     cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """Failed attempts over ``threshold`` (5 %) of all attempts for ``for_`` (5 min)."""
-    return AlertRule(
-        name=name or f"failure-rate{'-' + task if task else ''}",
-        cooldown=cooldown,
-        conditions=[
-            Condition(metric="failure_rate", task=task, op=">", threshold=threshold, window=window)
-        ],
+    return _preset(
+        name or f"failure-rate{'-' + task if task else ''}",
+        Condition(metric="failure_rate", task=task, op=">", threshold=threshold, window=window),
+        "{rule}: {value} of attempts failed over the last window (> {threshold})",
         for_=for_,
-        severity=Severity(severity),
-        channels=tuple(channels),
-        message="{rule}: {value} of attempts failed over the last window (> {threshold})",
+        severity=severity,
+        channels=channels,
+        cooldown=cooldown,
     )
 
 
@@ -47,14 +66,14 @@ def oldest_job_age(
     cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """The oldest ready job on ``queue`` has waited longer than ``seconds``."""
-    return AlertRule(
-        name=name or f"oldest-job-age-{queue}",
-        cooldown=cooldown,
-        conditions=[Condition(metric="oldest_job_age", queue=queue, op=">", threshold=seconds)],
+    return _preset(
+        name or f"oldest-job-age-{queue}",
+        Condition(metric="oldest_job_age", queue=queue, op=">", threshold=seconds),
+        "{rule}: the oldest job on {queue} has waited {value}s (> {threshold}s)",
         for_=for_,
-        severity=Severity(severity),
-        channels=tuple(channels),
-        message="{rule}: the oldest job on {queue} has waited {value}s (> {threshold}s)",
+        severity=severity,
+        channels=channels,
+        cooldown=cooldown,
     )
 
 
@@ -68,12 +87,12 @@ def no_live_worker(
     cooldown: timedelta = timedelta(minutes=15),
 ) -> AlertRule:
     """No worker with a live heartbeat serves ``queue``."""
-    return AlertRule(
-        name=name or f"no-live-worker-{queue}",
-        cooldown=cooldown,
-        conditions=[Condition(metric="live_workers", queue=queue, op="<", threshold=1)],
+    return _preset(
+        name or f"no-live-worker-{queue}",
+        Condition(metric="live_workers", queue=queue, op="<", threshold=1),
+        "{rule}: no live worker serves {queue}",
         for_=for_,
-        severity=Severity(severity),
-        channels=tuple(channels),
-        message="{rule}: no live worker serves {queue}",
+        severity=severity,
+        channels=channels,
+        cooldown=cooldown,
     )
