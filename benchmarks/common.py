@@ -24,13 +24,15 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from taskflow import keys
+# re-exported for graph.py and overhead.py: one copy, in peer_common.py
+from benchmarks.peer_common import CONCURRENCY as CONCURRENCY
+from benchmarks.peer_common import taskflow_worker_argv as taskflow_worker_argv
+from taskflow._protocol import keys
 from taskflow.connection import EmbeddedRedis
 from taskflow.metrics.recorder import SEP
 from taskflow.serde import arq_deserializer, arq_serializer
 
 ROOT = Path(__file__).resolve().parent.parent
-CONCURRENCY = 100
 KEY_PREFIXES = ("arq:result:", "arq:job:", "arq:retry:", "arq:in-progress:", "taskflow:failures:")
 
 
@@ -91,23 +93,6 @@ def arq_version() -> str:
     import arq
 
     return str(arq.VERSION)
-
-
-def taskflow_worker_argv(app: str, queue: str) -> list[str]:
-    """``python -m taskflow worker <app>`` on ``queue``, logging at WARNING."""
-    return [
-        sys.executable,
-        "-m",
-        "taskflow",
-        "--log-level",
-        "WARNING",
-        "worker",
-        app,
-        "--queue",
-        queue,
-        "--concurrency",
-        str(CONCURRENCY),
-    ]
 
 
 def arq_worker_argv(script: str, queue_key: str, url: str) -> list[str]:

@@ -54,7 +54,7 @@ from redis.asyncio import Redis
 import taskflow
 from benchmarks import common
 from benchmarks.common import median
-from taskflow import keys
+from taskflow._protocol import keys
 from taskflow.graph import Graph
 from taskflow.serde import arq_deserializer, arq_serializer
 

@@ -172,7 +172,7 @@ async def _enqueue_taskflow(url: str, queue: str, n: int) -> tuple[list[str], fl
     async with client:
         start = time.perf_counter()
         for _ in range(n):
-            handle = await noop.enqueue(_queue=queue)
+            handle = await noop.with_options(queue=queue).enqueue()
             ids.append(handle.job_id)
         elapsed = time.perf_counter() - start
     return ids, elapsed

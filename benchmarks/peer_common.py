@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +24,24 @@ CONCURRENT_ENQUEUES = 100  # enqueue calls in flight at once where there is no b
 
 PROBE_ENV = "PEERS_PROBE"  # file the probe writes once it has seen PEERS_EXPECT jobs
 EXPECT_ENV = "PEERS_EXPECT"
+
+
+def taskflow_worker_argv(app: str, queue: str) -> list[str]:
+    """``python -m taskflow worker <app>`` on ``queue``, logging at WARNING. Here, not in
+    ``common.py``, so that the taskflow peer imports nothing of taskflow but its public API."""
+    return [
+        sys.executable,
+        "-m",
+        "taskflow",
+        "--log-level",
+        "WARNING",
+        "worker",
+        app,
+        "--queue",
+        queue,
+        "--concurrency",
+        str(CONCURRENCY),
+    ]
 
 
 def expected_fan(width: int) -> int:

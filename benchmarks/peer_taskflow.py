@@ -2,6 +2,10 @@
 
 Worker: ``python -m taskflow --log-level WARNING worker benchmarks.peer_taskflow:app --queue Q
 --concurrency 100``; the app sets the worker's idle poll to 10 ms.
+
+It uses taskflow's public API only (for clean-up, it names the queue's key in arq's layout,
+which taskflow keeps for arq's clients and workers), so that ``peers.py --baseline PATH`` can
+run this same module against another checkout of taskflow, whatever its internal layout.
 """
 
 from __future__ import annotations
@@ -11,9 +15,15 @@ from datetime import timedelta
 from typing import Any
 
 import taskflow
-from benchmarks.common import taskflow_worker_argv
-from benchmarks.peer_common import BULK, POLL, SLEEP, TIMEOUT, in_flight, probe
-from taskflow import keys
+from benchmarks.peer_common import (
+    BULK,
+    POLL,
+    SLEEP,
+    TIMEOUT,
+    in_flight,
+    probe,
+    taskflow_worker_argv,
+)
 
 NAME = f"taskflow {taskflow.__version__}"
 CHAIN = "native (graph)"
@@ -31,32 +41,31 @@ def build_app(redis_url: str | None = None, queue: str | None = None) -> taskflo
         worker=taskflow.WorkerSettings(poll_interval=timedelta(seconds=POLL)),
     )
     tf = taskflow.TaskFlow(redis_url=redis_url, settings=settings)
-    on = {"queue": queue} if queue else {}
 
-    @tf.task(name="noop", **on)
+    @tf.task(name="noop", queue=queue)
     async def noop() -> None:
         probe.start()
         probe.finish()
 
-    @tf.task(name="sleep", **on)
+    @tf.task(name="sleep", queue=queue)
     async def sleep() -> None:
         probe.start()
         await asyncio.sleep(SLEEP)
         probe.finish()
 
-    @tf.task(name="step", **on)
+    @tf.task(name="step", queue=queue)
     async def step(x: int) -> int:
         return x + 1
 
-    @tf.task(name="seed", **on)
+    @tf.task(name="seed", queue=queue)
     async def seed() -> int:
         return 1
 
-    @tf.task(name="leaf", **on)
+    @tf.task(name="leaf", queue=queue)
     async def leaf(seed: int, i: int) -> int:
         return seed + i
 
-    @tf.task(name="join", **on)
+    @tf.task(name="join", queue=queue)
     async def join(values: list[int]) -> int:
         return sum(values)
 
@@ -77,7 +86,7 @@ class Client:
         self.app = build_app(url, queue)
         self.queue = queue
         self.ids: list[str] = []
-        self.runs: list[tuple[str, int]] = []  # run id, nodes
+        self.runs: list[str] = []
 
     async def __aenter__(self) -> Client:
         await self.app.__aenter__()
@@ -104,7 +113,7 @@ class Client:
 
     async def _run(self, g: taskflow.Graph, last: str) -> int:
         run = await g.submit()
-        self.runs.append((run.run_id, len(g)))
+        self.runs.append(run.run_id)
         return int((await run.wait(timeout=TIMEOUT, poll_interval=POLL))[last])
 
     async def chain(self, n: int) -> int:
@@ -124,11 +133,7 @@ class Client:
         return await self._run(g, "join")
 
     def created(self) -> dict[str, Any]:
-        """What this client may have left in Redis, for the harness to delete."""
-        node_ids = [keys.node_job_id(r, i) for r, n in self.runs for i in range(n)]
-        ids = self.ids + node_ids
-        other = [k for r, _ in self.runs for k in keys.run_keys(r)]
-        notify = getattr(keys, "notify", None)  # the waiters' pub/sub registrations
-        if notify is not None:
-            other += [notify(i) for i in ids + [r for r, _ in self.runs]]
-        return {"arq_ids": ids, "keys": other, "queue_key": keys.queue(self.queue)}
+        """What this client may have left in Redis, for the harness to delete: the queue, and
+        every key whose name holds one of its job or run ids (jobs, results, runs, their node
+        jobs, waiters' registrations), however taskflow names them."""
+        return {"queue_key": "arq:queue:" + self.queue, "owners": self.ids + self.runs}

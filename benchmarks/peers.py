@@ -3,8 +3,9 @@
 Run from the repository root, after ``pip install -e '.[bench]'``::
 
     python benchmarks/peers.py [--private-redis | --redis-url URL] [--runs 3]
-                               [--only taskflow,arq,saq,taskiq,streaq]
+                               [--only taskflow,taskflow@baseline,arq,saq,taskiq,streaq]
                                [--workloads drain,roundtrip,chain,fan,sleep]
+                               [--baseline PATH]
 
 Workloads, each on a new, unique queue, with ONE worker process per system (a real
 subprocess this script starts; concurrency 100, logging at WARNING):
@@ -31,6 +32,13 @@ job body, measured inside the worker; others: the worker process over the worklo
 while draining, the worker's peak RSS (psutil samples every 20 ms and the kernel's VmHWM).
 Tables show medians over ``--runs``, with each system's ratio to taskflow.
 
+``--baseline PATH`` (another checkout of taskflow, e.g. ``git archive REV | tar -x -C PATH``)
+adds the system **taskflow@baseline**, measured right after taskflow in every run: the same
+``benchmarks/peer_taskflow.py``, worker and client, importing ``taskflow`` from ``PATH``
+instead. Both taskflow systems then run their clients in child processes of their own
+(``benchmarks/peer_remote.py``), as their workers are, each with its checkout first on
+``sys.path``; the summary says where each imported taskflow from.
+
 Timing figures belong here, never in tests.
 """
 
@@ -45,10 +53,12 @@ if not __package__:  # run as a script: make `benchmarks.*` importable
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import tempfile
@@ -65,9 +75,11 @@ from redis.asyncio import Redis
 
 from benchmarks.common import Meter, cleanup, server_url
 from benchmarks.peer_common import CONCURRENCY, EXPECT_ENV, POLL, PROBE_ENV, expected_fan
+from benchmarks.peer_remote import RemotePeer
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("taskflow", "arq", "saq", "taskiq", "streaq")
+BASELINE = "taskflow@baseline"  # taskflow imported from --baseline PATH
+SYSTEMS = ("taskflow", BASELINE, "arq", "saq", "taskiq", "streaq")
 WORKLOADS = ("drain", "roundtrip", "chain", "fan", "sleep")
 SETTLE = 0.3  # seconds after the last job body before the closing INFO snapshot
 WORKER_TIMEOUT = 300.0  # seconds a drain may take
@@ -79,21 +91,55 @@ RSS_EVERY = 0.02  # seconds between RSS samples
 
 @dataclass
 class System:
-    key: str  # taskflow, arq, ...
-    module: ModuleType | None
+    key: str  # taskflow, taskflow@baseline, arq, ...
+    module: ModuleType | RemotePeer | None
     error: str = ""  # why it is not installed
+    env: dict[str, str] = field(default_factory=dict)  # for its worker and remote client
 
     @property
     def name(self) -> str:
-        return str(self.module.NAME) if self.module else self.key
+        if not self.module:
+            return self.key
+        name, base = str(self.module.NAME), self.key.partition("@")[0]
+        # taskflow@baseline: "taskflow@baseline 0.1.0"
+        return self.key + name.removeprefix(base) if name.startswith(base) else name
 
 
-def load(key: str) -> System:
-    """Import ``benchmarks.peer_<key>``; a failing import marks the system not installed."""
+def load(key: str, baseline: Path | None, tmp: Path) -> System:
+    """Import ``benchmarks.peer_<key>``; a failing import marks the system not installed.
+
+    With ``baseline``, the taskflow systems import it in child processes, each with its own
+    checkout first on ``sys.path``: this one for taskflow, ``baseline`` for taskflow@baseline.
+    """
     try:
-        return System(key, importlib.import_module(f"benchmarks.peer_{key}"))
+        if baseline is None or key not in ("taskflow", BASELINE):
+            return System(key, importlib.import_module(f"benchmarks.peer_{key}"))
+        env = _import_env(ROOT if key == "taskflow" else _only_taskflow(baseline, tmp))
+        peer = RemotePeer.load("benchmarks.peer_taskflow", "taskflow", env, tmp)
+        return System(key, peer, env=env)
     except Exception as exc:  # any import failure, not only ImportError: never crash
         return System(key, None, f"{type(exc).__name__}: {exc}")
+
+
+def _only_taskflow(checkout: Path, tmp: Path) -> Path:
+    """A directory holding nothing but a link to the checkout's ``taskflow`` package, so
+    that ``benchmarks`` still comes from this checkout."""
+    path = tmp / "baseline-path"
+    path.mkdir(exist_ok=True)
+    link = path / "taskflow"
+    if not link.is_symlink():
+        link.symlink_to(checkout.resolve() / "taskflow", target_is_directory=True)
+    return path
+
+
+def _import_env(first: Path) -> dict[str, str]:
+    """The environment of a process that imports ``taskflow`` from ``first`` and
+    ``benchmarks`` from this checkout: both ahead of site-packages (an editable install of
+    this checkout included), with neither the working directory nor the script's first."""
+    path = list(dict.fromkeys([str(first), str(ROOT)]))
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    return dict(os.environ, PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(path))
 
 
 # -- one sample ---------------------------------------------------------------------------
@@ -132,20 +178,25 @@ class Sizes:
 
 
 def _queue(key: str, workload: str) -> str:
-    return f"peers-{key}-{workload}-{uuid.uuid4().hex[:10]}"
+    system = re.sub(r"[^0-9A-Za-z_.:-]", "-", key)  # taskflow@baseline: taskflow-baseline
+    return f"peers-{system}-{workload}-{uuid.uuid4().hex[:10]}"
 
 
 class Worker:
     """One worker subprocess: output to a log file, RSS sampled, stopped with SIGTERM."""
 
-    def __init__(self, argv: list[str], url: str, log: Path, probe: Path | None, jobs: int):
-        self.argv, self.url, self.log, self.probe, self.jobs = argv, url, log, probe, jobs
+    def __init__(
+        self, system: System, url: str, queue: str, log: Path, probe: Path | None, jobs: int
+    ) -> None:
+        assert system.module is not None
+        self.argv, self.env = system.module.worker_argv(url, queue), system.env
+        self.url, self.log, self.probe, self.jobs = url, log, probe, jobs
         self.proc: asyncio.subprocess.Process | None = None
         self.peak = 0
         self._sampler: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Worker:
-        env = dict(os.environ, TASKFLOW_REDIS_URL=self.url, TASKFLOW_EMBEDDED="never")
+        env = dict(self.env or os.environ, TASKFLOW_REDIS_URL=self.url, TASKFLOW_EMBEDDED="never")
         env.pop(PROBE_ENV, None)
         env.pop(EXPECT_ENV, None)
         if self.probe is not None:
@@ -224,21 +275,33 @@ class Worker:
         return ""
 
 
+_WORDS = re.compile(rb"[^0-9A-Za-z_-]+")  # what separates the ids in a key's name
+
+
 async def _delete(redis: Redis, created: dict[str, Any]) -> None:
-    """Delete what a client says it may have created (ids, keys, key patterns)."""
+    """Delete what a client says it may have created (ids, keys, key patterns, and
+    ``owners``: ids, each key whose name holds one of them as a word)."""
     if created.get("queue_key"):
         await cleanup(redis, list(created.get("arq_ids", [])), created["queue_key"])
     for chunk in _chunks(list(created.get("keys", [])), 500):
         await redis.unlink(*chunk)
     for pattern in created.get("patterns", []):
-        batch: list[bytes] = []
-        async for key in redis.scan_iter(match=pattern, count=1000):
+        await _unlink_scanned(redis, pattern, lambda key: True)
+    owners = {str(i).encode() for i in created.get("owners", [])}
+    if owners:
+        await _unlink_scanned(redis, "*", lambda key: not owners.isdisjoint(_WORDS.split(key)))
+
+
+async def _unlink_scanned(redis: Redis, pattern: str, doomed: Callable[[bytes], bool]) -> None:
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        if doomed(key):
             batch.append(key)
-            if len(batch) >= 500:
-                await redis.unlink(*batch)
-                batch = []
-        if batch:
+        if len(batch) >= 500:
             await redis.unlink(*batch)
+            batch = []
+    if batch:
+        await redis.unlink(*batch)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -281,7 +344,7 @@ async def measure_drain(
             start = time.perf_counter()
             await client.enqueue_bulk(task, n)
             enqueue_s = time.perf_counter() - start
-            worker = Worker(mod.worker_argv(url, queue), url, tmp / f"{queue}.log", probe, n)
+            worker = Worker(system, url, queue, tmp / f"{queue}.log", probe, n)
             async with worker:
                 try:
                     seen = await _wait_for_probe(worker, probe)
@@ -328,9 +391,8 @@ async def measure_latency(
     async def roundtrips() -> tuple[float, float]:
         took = []
         for i in range(sizes.roundtrips):
-            start = time.perf_counter()
-            value = await client.roundtrip(i)
-            took.append((time.perf_counter() - start) * 1000)
+            value, ms = await _roundtrip(client, i)
+            took.append(ms)
             _expect(value, i + 1)
         return statistics.median(took), _p99(took)
 
@@ -350,7 +412,7 @@ async def measure_latency(
         "chain": (sizes.chain, chain),
         "fan": (sizes.fan + 2, fan),
     }
-    worker = Worker(mod.worker_argv(url, queue), url, tmp / f"{queue}.log", None, 0)
+    worker = Worker(system, url, queue, tmp / f"{queue}.log", None, 0)
     try:
         async with client, worker:
             try:
@@ -374,6 +436,17 @@ async def measure_latency(
     finally:
         await _delete(redis, client.created())
     return out
+
+
+async def _roundtrip(client: Any, x: int) -> tuple[Any, float]:
+    """One round trip's result and milliseconds; a client in a child process times it there."""
+    timed = getattr(client, "timed_roundtrip", None)
+    if timed is not None:
+        value, ms = await timed(x)
+        return value, float(ms)
+    start = time.perf_counter()
+    value = await client.roundtrip(x)
+    return value, (time.perf_counter() - start) * 1000
 
 
 def _expect(value: object, want: int) -> None:
@@ -406,7 +479,7 @@ async def run_system(
                 out[name] = await measure_drain(system, url, redis, task, n, tmp)
             except Exception as exc:
                 out[name] = _why(exc) + "\n" + str(exc).partition("\n")[2]
-    latency = [w for w in ("roundtrip", "chain", "fan") if w in workloads]
+    latency: list[str] = [w for w in ("roundtrip", "chain", "fan") if w in workloads]
     if latency:
         try:
             out.update(await measure_latency(system, url, redis, latency, sizes, tmp))
@@ -435,8 +508,9 @@ def _progress(run: int, runs: int, system: System, workload: str, got: Sample | 
     )
 
 
-async def bench(args: argparse.Namespace, url: str, private: bool) -> None:
-    systems = [load(key) for key in args.only]
+async def bench(
+    args: argparse.Namespace, systems: list[System], url: str, private: bool, tmp: Path
+) -> None:
     sizes = Sizes(args.drain_jobs, args.sleep_jobs, args.roundtrips, args.chain, args.fan)
     redis = Redis.from_url(url)
     results: Results = {}
@@ -452,15 +526,14 @@ async def bench(args: argparse.Namespace, url: str, private: bool) -> None:
         for system in systems:
             if system.module is None:
                 print(f"{system.key}: not installed ({system.error})", flush=True)
-        with tempfile.TemporaryDirectory(prefix="taskflow-peers-") as tmp:
-            for run in range(1, args.runs + 1):
-                for system in systems:  # interleaved, so drift hits every system alike
-                    if system.module is None:
-                        continue
-                    got = await run_system(system, url, redis, args.workloads, sizes, Path(tmp))
-                    for workload in args.workloads:
-                        results.setdefault((system.key, workload), []).append(got[workload])
-                        _progress(run, args.runs, system, workload, got[workload])
+        for run in range(1, args.runs + 1):
+            for system in systems:  # interleaved, so drift hits every system alike
+                if system.module is None:
+                    continue
+                got = await run_system(system, url, redis, args.workloads, sizes, tmp)
+                for workload in args.workloads:
+                    results.setdefault((system.key, workload), []).append(got[workload])
+                    _progress(run, args.runs, system, workload, got[workload])
         left = sorted(k.decode() for k in await redis.keys("*")) if private else None
     finally:
         await redis.aclose()
@@ -471,6 +544,13 @@ async def bench(args: argparse.Namespace, url: str, private: bool) -> None:
         f"{os.getloadavg()[0]:.1f} after; Redis idle CPU {(idle1 - idle0) * 1e6:.0f} us/s "
         f"(included in the Redis CPU figures); {time.perf_counter() - began:.0f} s in all"
     )
+    sources = [
+        f"{system.name} from {system.module.SOURCE}"
+        for system in systems
+        if isinstance(system.module, RemotePeer)
+    ]
+    if sources:
+        print(f"Imported {', '.join(sources)}; clients in child processes.")
     Report(systems, args.workloads, results, sizes).print()
     if left is not None:
         shown = ", ".join(left[:8]) + (", ..." if len(left) > 8 else "")
@@ -583,13 +663,11 @@ class Report:
             ("Worker CPU per job (ms)", "worker_cpu_ms", ".3f"),
         ):
             print(f"\n{title}\n")
-            self.table(
-                ["system", *self.workloads],
-                lambda sy, attr=attr, fmt=fmt: [
-                    self.cost(sy.key, w, attr, fmt) for w in self.workloads
-                ],
-            )
+            self.table(["system", *self.workloads], functools.partial(self.costs, attr, fmt))
         self.details()
+
+    def costs(self, attr: str, fmt: str, system: System) -> list[str]:
+        return [self.cost(system.key, w, attr, fmt) for w in self.workloads]
 
     def cost(self, key: str, workload: str, attr: str, fmt: str) -> str:
         value = self.median(key, workload, attr)
@@ -656,7 +734,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3)")
     parser.add_argument(
-        "--only", type=_names(SYSTEMS), default=list(SYSTEMS), help=",".join(SYSTEMS)
+        "--only",
+        type=_names(SYSTEMS),
+        help=f"{','.join(SYSTEMS)} (default: all; {BASELINE} only with --baseline)",
     )
     parser.add_argument(
         "--workloads", type=_names(WORKLOADS), default=list(WORKLOADS), help=",".join(WORKLOADS)
@@ -674,9 +754,23 @@ def main() -> None:
         action="store_true",
         help="start a private redis-server, so other clients cannot skew the Redis counters",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help=f"another checkout of taskflow, measured as {BASELINE} right after taskflow",
+    )
     args = parser.parse_args()
-    with server_url(args) as url:
-        asyncio.run(bench(args, url, args.private_redis))
+    if args.only is None:
+        args.only = [key for key in SYSTEMS if key != BASELINE or args.baseline]
+    if BASELINE in args.only and args.baseline is None:
+        parser.error(f"{BASELINE} needs --baseline PATH")
+    if args.baseline and not (args.baseline / "taskflow" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no taskflow package there")
+    baseline = args.baseline if BASELINE in args.only else None
+    with server_url(args) as url, tempfile.TemporaryDirectory(prefix="taskflow-peers-") as tmp:
+        systems = [load(key, baseline, Path(tmp)) for key in args.only]
+        asyncio.run(bench(args, systems, url, args.private_redis, Path(tmp)))
 
 
 if __name__ == "__main__":
