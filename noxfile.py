@@ -13,15 +13,20 @@ SOURCES = ["taskflow", "tests", "examples", "benchmarks", "noxfile.py"]
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff==0.17.6")
+    """ruff check, ruff format --check, and the import layers (import-linter)."""
+    session.install("ruff==0.17.6", "import-linter==2.17")
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
+    # the layer contract in pyproject.toml; import-linter imports the package to find it
+    session.install("-e", ".")
+    session.run("lint-imports")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package (settings in pyproject.toml)."""
+    """mypy --strict over the package, the tests and the examples (files and settings in
+    pyproject.toml's [tool.mypy]); the tests' dependencies are installed so their imports
+    are checked too."""
     session.install("-e", ".[dev,fastapi]", "mypy==2.4.1")
     session.run("mypy")
 

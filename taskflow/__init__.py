@@ -6,12 +6,17 @@ arguments, and run workers that pull them from Redis.
 
 from __future__ import annotations
 
+from ._protocol.codecs import JobResult
+from ._registry import WorkerInfo, live_workers
+from ._worker import JobObserver, JobSample, Service, ServiceContext, Worker
 from .app import TaskFlow
 from .config import Backoff, Settings, WorkerSettings
 from .errors import (
     ArgumentError,
     ConfigurationError,
+    CorruptPayload,
     ExecutionError,
+    FailureKind,
     GraphCycle,
     GraphError,
     GraphFailed,
@@ -29,18 +34,18 @@ from .errors import (
     TaskflowError,
     UnknownTask,
 )
-from .graph import Graph, Node, NodeState, Trigger
-from .heartbeat import WorkerInfo, live_workers
-from .resolver import NodeStatus, RunHandle, RunStatus
-from .serde import JobResult
-from .task import JobContext, JobHandle, JobStatus, Task, current_job
-from .worker import Sibling, Worker
+from .graph import Graph, Node, NodeState, RunState, Trigger
+from .runs import NodeStatus, RunHandle, RunStatus
+from .task import EnqueueOptions, JobContext, JobHandle, JobStatus, Task, current_job
 
 __all__ = (
     "ArgumentError",
     "Backoff",
     "ConfigurationError",
+    "CorruptPayload",
+    "EnqueueOptions",
     "ExecutionError",
+    "FailureKind",
     "Graph",
     "GraphCycle",
     "GraphError",
@@ -48,7 +53,9 @@ __all__ = (
     "JobContext",
     "JobHandle",
     "JobNotFound",
+    "JobObserver",
     "JobResult",
+    "JobSample",
     "JobStatus",
     "LifecycleError",
     "LookupMiss",
@@ -62,10 +69,12 @@ __all__ = (
     "Retry",
     "RunHandle",
     "RunNotFound",
+    "RunState",
     "RunStatus",
     "SerializationError",
+    "Service",
+    "ServiceContext",
     "Settings",
-    "Sibling",
     "Task",
     "TaskFailed",
     "TaskFlow",

@@ -1,11 +1,9 @@
-"""Push instead of polling, over Redis pub/sub.
+"""Results pushed instead of polled, over Redis pub/sub.
 
-- :class:`Waker`, a worker sibling: enqueues (and graph releases, retries, requeues)
-  publish on ``taskflow:wake:<queue key>``; an idle worker wakes at once instead of sleeping
-  out its poll interval. Plain arq clients publish nothing; the poll interval covers them.
-- :class:`ResultListener`, one per open app: a client waiting for a job or run adds its
-  channel to ``taskflow:notify:<id>``; the finishing script publishes the id there.
-  Waiters still re-check on a slow timer, so a lost message only costs latency.
+:class:`ResultListener`, one per open app: a client waiting for a job or run adds its
+channel to ``taskflow:notify:<id>``; the finishing script publishes the id there. Waiters
+still re-check on a slow timer, so a lost message only costs latency. :func:`listen` is the
+resubscribing loop the worker's waker shares.
 """
 
 from __future__ import annotations
@@ -17,23 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
-from anyio.abc import TaskStatus
 
-from . import keys
+from ._protocol import keys
 from .connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
 
-    from .worker import Worker
 
-__all__ = ("ResultListener", "Waker")
+__all__ = ("ResultListener", "listen")
 
 logger = logging.getLogger(__name__)
 
 
-async def _listen(
+async def listen(
     redis: Redis,
     channels: list[str],
     on_message: Any,
@@ -65,24 +61,6 @@ async def _listen(
         delay = min(delay * 2, backoff_cap)
 
 
-class Waker:
-    """Wakes the worker's job loop when one of its queues gets a job."""
-
-    name = "waker"
-
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
-        channels = [keys.wake_channel(q) for q in worker.queues]
-        task_status.started()  # claiming works without it (polling); don't wait for Redis
-        await _listen(
-            worker.app.redis,
-            channels,
-            lambda _data: worker.wake(),
-            # a message may have been missed while unsubscribed: look at the queues now
-            on_subscribed=worker.wake,
-            backoff_cap=worker.settings.reconnect_backoff_cap.total_seconds(),
-        )
-
-
 class ResultListener:
     """The app's single subscription for "your job (or run) finished" messages.
 
@@ -93,7 +71,7 @@ class ResultListener:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self.channel = f"taskflow:done:{uuid.uuid4().hex}"
+        self.channel = keys.done_channel(uuid.uuid4().hex)
         self._waiters: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._pubsub: PubSub | None = None
         self._reading = False

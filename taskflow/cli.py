@@ -22,13 +22,13 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
+from ._registry import live_workers
+from ._worker import Service
 from .app import TaskFlow
 from .cli_alerts import add_alerts_parser, run_alerts
 from .config import Settings, WorkerSettings, build, parse_duration
 from .errors import ConfigurationError, TaskflowError
-from .heartbeat import live_workers
 from .metrics.export import FORMATS, JobRow, MetricsExport, collect, to_csv, to_json
-from .worker import Sibling
 
 __all__ = ("load_app", "main", "parse_since", "parse_time")
 
@@ -186,9 +186,9 @@ def _worker_settings(app: TaskFlow, args: argparse.Namespace) -> WorkerSettings:
     return build(WorkerSettings, data, source="the command line")
 
 
-async def _run_worker(app: TaskFlow, settings: WorkerSettings, siblings: list[Sibling]) -> int:
+async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Service]) -> int:
     async with app:
-        await app.worker(settings=settings, siblings=siblings).run()
+        await app.worker(settings=settings, services=services).run()
     return 0
 
 
@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskflowError as exc:
         print(f"taskflow: error: {exc}", file=sys.stderr)
         return 2
-    except BaseExceptionGroup as group:  # e.g. a sibling's bad configuration
+    except BaseExceptionGroup as group:  # e.g. a service's bad configuration
         error = _error_in(group)
         if error is None:
             raise
@@ -345,12 +345,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     _no_silent_embedded(app)
     if args.command == "worker":
         settings = _worker_settings(app, args)
-        siblings: list[Sibling] = []
+        services: list[Service] = []
         if args.metrics_port is not None:
             from .metrics.prometheus import MetricsServer  # prometheus-client only if asked
 
-            siblings.append(MetricsServer(args.metrics_port, args.metrics_host))
-        return anyio.run(_run_worker, app, settings, siblings, backend="asyncio")
+            services.append(MetricsServer(args.metrics_port, args.metrics_host))
+        return anyio.run(_run_worker, app, settings, services, backend="asyncio")
     if args.command == "metrics":
         document = anyio.run(_collect, app, args, backend="asyncio")
         return _show(document) if args.metrics_command == "show" else _export(document, args)

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._clock import ms_to_datetime
 from .alerts import AlertNotFound, AlertRecord, AlertRule
 from .alerts.manager import HISTORY_MAX
-from .task import ms_to_datetime
 
 if TYPE_CHECKING:
     from .app import TaskFlow

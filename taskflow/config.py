@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from .errors import ConfigurationError
 
@@ -23,6 +32,7 @@ __all__ = (
     "Duration",
     "MetricsSettings",
     "Resolution",
+    "RetryPolicy",
     "build",
     "describe_validation",
     "parse_duration",
@@ -36,6 +46,27 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 _frozen = ConfigDict(frozen=True, extra="forbid")
 
 QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
+def _positive(value: timedelta, info: ValidationInfo) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"{info.field_name} must be positive, got {_seconds(value)}")
+    return value
+
+
+def _not_negative(value: timedelta, info: ValidationInfo) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError(f"{info.field_name} must be >= 0, got {_seconds(value)}")
+    return value
+
+
+# durations a negative (or zero) value would make meaningless: refused, naming field and value
+_Positive = Annotated[timedelta, AfterValidator(_positive)]
+_NotNegative = Annotated[timedelta, AfterValidator(_not_negative)]
 
 
 class Backoff(BaseModel):
@@ -81,6 +112,19 @@ class Backoff(BaseModel):
         return (rng or random).uniform(0.0, top)
 
 
+class RetryPolicy(BaseModel):
+    """The app-wide default of how failed jobs are retried; ``@app.task`` may override it."""
+
+    model_config = _frozen
+
+    retries: int = Field(
+        0, ge=0, le=1000, description="Extra attempts after a failure, for tasks that name none."
+    )
+    backoff: Backoff = Field(
+        default_factory=Backoff, description="Delay between attempts, for tasks that name none."
+    )
+
+
 class WorkerSettings(BaseModel):
     """How a worker claims, runs, heartbeats and drains."""
 
@@ -92,33 +136,33 @@ class WorkerSettings(BaseModel):
     concurrency: int = Field(
         100, ge=1, le=100_000, description="Jobs running at once, across all served queues."
     )
-    poll_interval: timedelta = Field(
+    poll_interval: _Positive = Field(
         timedelta(milliseconds=50),
         description="Longest sleep between looks at the queues when they are empty.",
     )
-    lease: timedelta = Field(
+    lease: _Positive = Field(
         timedelta(seconds=10),
         description="A claimed job's lock lives this long unless its worker's heartbeat renews it; "
         "a job whose worker died is re-run once it lapses.",
     )
-    heartbeat_interval: timedelta = Field(
+    heartbeat_interval: _Positive = Field(
         timedelta(seconds=2), description="How often the worker renews its heartbeat and leases."
     )
-    grace_period: timedelta = Field(
+    grace_period: _NotNegative = Field(
         timedelta(seconds=10),
-        description="On shutdown, how long running jobs may finish before they are put back.",
+        description="On shutdown, how long running jobs may finish before they are put back "
+        "(0: at once).",
     )
     max_redeliveries: int = Field(
         3,
         ge=0,
         description="Re-runs allowed after a worker died mid-job, beyond the task's own retries.",
     )
-    alert_interval: timedelta = Field(
+    alert_interval: _Positive = Field(
         timedelta(seconds=15),
-        gt=timedelta(0),
         description="How often the worker evaluates the app's alert rules.",
     )
-    reconnect_backoff_cap: timedelta = Field(
+    reconnect_backoff_cap: _Positive = Field(
         timedelta(seconds=5), description="Longest wait between reconnection attempts."
     )
 
@@ -129,8 +173,6 @@ class WorkerSettings(BaseModel):
                 f"heartbeat_interval ({self.heartbeat_interval}) must be at most half of "
                 f"lease ({self.lease}), or leases lapse between heartbeats"
             )
-        if self.poll_interval <= timedelta(0):
-            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
         return self
 
 
@@ -157,16 +199,15 @@ class MetricsSettings(BaseModel):
     model_config = _frozen
 
     enabled: bool = Field(True, description="Measure every job and run the system collector.")
-    flush_interval: timedelta = Field(
+    flush_interval: _Positive = Field(
         timedelta(seconds=1),
-        gt=timedelta(0),
         description="How often a worker writes its aggregated job metrics (one round trip).",
     )
-    system_interval: timedelta = Field(
-        timedelta(seconds=10), gt=timedelta(0), description="How often system samples are taken."
+    system_interval: _Positive = Field(
+        timedelta(seconds=10), description="How often system samples are taken."
     )
-    system_retention: timedelta = Field(
-        timedelta(days=1), gt=timedelta(0), description="How long system samples are kept."
+    system_retention: _Positive = Field(
+        timedelta(days=1), description="How long system samples are kept."
     )
     resolutions: tuple[Resolution, ...] = Field(
         (
@@ -207,25 +248,27 @@ class Settings(BaseModel):
     max_payload_bytes: int = Field(
         512 * 1024, ge=1024, description="Largest encoded job or result, enforced on both sides."
     )
-    result_ttl: timedelta = Field(
-        timedelta(days=1), description="How long a finished job's result is kept by default."
+    result_ttl: _NotNegative = Field(
+        timedelta(days=1),
+        description="How long a finished job's result is kept by default (0 keeps none).",
     )
-    job_ttl: timedelta = Field(
+    job_ttl: _Positive = Field(
         timedelta(days=1),
         description="How long a queued job may wait past its scheduled time before it expires.",
     )
-    run_retention: timedelta = Field(
+    run_retention: _Positive = Field(
         timedelta(days=1),
-        gt=timedelta(0),
         description="How long a graph run's state is kept after the run ends.",
     )
-    run_max_age: timedelta = Field(
+    run_max_age: _Positive = Field(
         timedelta(days=7),
-        gt=timedelta(0),
         description="A run's state expires this long after submission even if it never ends.",
     )
-    connect_timeout: timedelta = Field(
+    connect_timeout: _Positive = Field(
         timedelta(seconds=5), description="Timeout of one connection attempt."
+    )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Default retry policy of this app's tasks."
     )
     worker: WorkerSettings = Field(
         default_factory=WorkerSettings, description="Defaults for workers of this app."

@@ -29,9 +29,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._protocol.codecs import arq_deserializer, arq_serializer
 from .config import Settings
 from .errors import RedisUnavailable
-from .serde import arq_deserializer, arq_serializer
 
 __all__ = ("CONNECTION_ERRORS", "Connection", "EmbeddedRedis", "open_redis", "redact")
 

@@ -1,4 +1,5 @@
-"""The exceptions taskflow raises, and the one a task may raise to ask for a retry.
+"""The exceptions taskflow raises, the one a task may raise to ask for a retry, and the
+kinds of failure a worker reports for jobs that did not fail by raising.
 
 Hierarchy::
 
@@ -10,28 +11,39 @@ Hierarchy::
     ├── PayloadError                  a value cannot travel through Redis
     │   ├── ArgumentError (+TypeError)     arguments do not match the task's signature
     │   ├── SerializationError        a value cannot be encoded as JSON
+    │   │   └── CorruptPayload        a stored job or result cannot be decoded
     │   └── PayloadTooLarge           an encoded payload is over the size cap
     ├── LookupMiss (+LookupError)
     │   ├── UnknownTask               no task registered under that name
     │   ├── JobNotFound               no job, result or queue entry under that id
-    │   └── RunNotFound               no graph run under that id (never submitted, or expired)
+    │   ├── RunNotFound               no graph run under that id (never submitted, or expired)
+    │   └── AlertNotFound             no firing alert under that id
     ├── ExecutionError
     │   ├── TaskFailed                the job failed or was cancelled; the remote error as data
     │   ├── GraphFailed               a run ended with failed nodes; lists them and their errors
     │   └── ResultTimeout (+TimeoutError)  the result did not arrive in time
-    └── LifecycleError (+RuntimeError)    used before opening, after closing, or opened twice
+    ├── LifecycleError (+RuntimeError)    used before opening, after closing, or opened twice
+    └── ChannelError                  an alert channel could not deliver (no secrets inside)
 
     Retry                             raised by a task body to be run again (not a TaskflowError)
+
+:class:`FailureKind` names what a worker reports when a job ends without its body raising
+(``TaskFailed.kind``): match on it instead of on ``error_type`` strings.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 __all__ = (
+    "AlertNotFound",
     "ArgumentError",
+    "ChannelError",
     "ConfigurationError",
+    "CorruptPayload",
     "ExecutionError",
+    "FailureKind",
     "GraphCycle",
     "GraphError",
     "GraphFailed",
@@ -49,6 +61,33 @@ __all__ = (
     "TaskflowError",
     "UnknownTask",
 )
+
+
+class FailureKind(StrEnum):
+    """Why a worker ended a job that did not fail by raising; stored as the error's ``type``.
+
+    A job whose body raised carries the exception's own qualified name instead, and its
+    ``TaskFailed.kind`` is None.
+    """
+
+    ABORTED = "taskflow.Aborted"  #: a client aborted it (before or while it ran)
+    CANCELLED = "taskflow.Cancelled"  #: its graph run was cancelled
+    JOB_LOST = "taskflow.JobLost"  #: its worker died during more attempts than allowed
+    JOB_EXPIRED = "taskflow.JobExpired"  #: its payload expired before a worker claimed it
+    UNKNOWN_TASK = "taskflow.UnknownTask"  #: no task of that name on the worker
+    CORRUPT_PAYLOAD = "taskflow.CorruptPayload"  #: its payload could not be decoded
+    RESULT_NOT_ENCODABLE = "taskflow.ResultNotEncodable"  #: its result was not JSON or too big
+    RUN_NOT_FOUND = "taskflow.RunNotFound"  #: its graph run was unknown or expired
+    SKIPPED = "taskflow.Skipped"  #: a graph node its trigger rule skipped
+    UPSTREAM_FAILED = "taskflow.UpstreamFailed"  #: a graph node whose parent failed
+
+    @classmethod
+    def of(cls, error_type: str) -> FailureKind | None:
+        """The kind named by an error's ``type``, or None for a task's own exception."""
+        try:
+            return cls(error_type)
+        except ValueError:
+            return None
 
 
 class TaskflowError(Exception):
@@ -85,6 +124,15 @@ class ArgumentError(PayloadError, TypeError):
 
 class SerializationError(PayloadError):
     """A value cannot be encoded as JSON (orjson)."""
+
+
+class CorruptPayload(SerializationError):
+    """A stored job or result could not be decoded; ``raw`` keeps its bytes."""
+
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
 
 
 class PayloadTooLarge(PayloadError):
@@ -126,6 +174,10 @@ class RunNotFound(LookupMiss):
         self.run_id = run_id
 
 
+class AlertNotFound(LookupMiss):
+    """No firing alert has that id (unknown, already resolved, or already acknowledged)."""
+
+
 class ExecutionError(TaskflowError):
     """A job did not produce a result."""
 
@@ -134,7 +186,9 @@ class TaskFailed(ExecutionError):
     """The job ended failed or cancelled.
 
     The remote exception travels as data, never as an object: ``error_type``,
-    ``error_message`` and ``traceback`` are plain strings.
+    ``error_message`` and ``traceback`` are plain strings. ``kind`` is the
+    :class:`FailureKind` when taskflow ended the job (aborted, lost, unknown task, ...),
+    None when the task's own code raised.
     """
 
     def __init__(
@@ -147,6 +201,7 @@ class TaskFailed(ExecutionError):
         self.error_type = str(error.get("type", "Exception"))
         self.error_message = str(error.get("message", ""))
         self.traceback = str(error.get("traceback", ""))
+        self.kind = FailureKind.of(self.error_type)
         super().__init__(
             f"job {job_id!r} ({task}) {status}: {self.error_type}: {self.error_message}"
         )
@@ -189,6 +244,10 @@ class ResultTimeout(ExecutionError, TimeoutError):
 
 class LifecycleError(TaskflowError, RuntimeError):
     """An object was used in the wrong state: before opening, after closing, or twice."""
+
+
+class ChannelError(TaskflowError):
+    """An alert channel could not deliver a message; the message never contains secrets."""
 
 
 class Retry(Exception):

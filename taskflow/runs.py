@@ -14,30 +14,33 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import orjson
 
-from . import keys
+from ._clock import ms_to_datetime, now_ms
+from ._dag import Node, NodeState, RunState, encode_template, node_refs, resolve_template
+from ._protocol import keys
+from ._protocol.codecs import (
+    check_size,
+    encode_node_job,
+    encode_node_spec,
+    encode_node_static,
+)
+from ._protocol.scripts import Caller, NodeStart, NodeVerdict
 from .errors import GraphFailed, ResultTimeout, RunNotFound
-from .graph import Node, NodeState, _node_refs, encode_template, resolve_template
-from .serde import check_size, dumps
-from .task import ms_to_datetime, now_ms
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from .app import TaskFlow
-    from .batcher import Batcher
+    from ._client import Client
     from .graph import Graph
 
 __all__ = (
-    "NodeStart",
+    "NodeArguments",
     "NodeStatus",
     "RunHandle",
     "RunStatus",
-    "parse_node_start",
+    "node_arguments",
     "start_node",
     "submit_graph",
 )
-
-_FINAL = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +63,11 @@ class NodeStatus:
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    """A run and its nodes. ``state`` is running, succeeded, failed or cancelled."""
+    """A run and its nodes."""
 
     run_id: str
     graph: str
-    state: str
+    state: RunState
     total: int
     done: int
     created: datetime
@@ -80,71 +83,65 @@ class RunStatus:
         return out
 
 
-def _job_payload_prefix(task: str, run_id: str, index: int) -> bytes:
-    # the resolver script appends the enqueue time and the closing brace
-    body = dumps({"t": None, "f": task, "a": [], "k": {}, "g": [run_id, index]})
-    return body[:-1] + b',"et":'
-
-
 def _spec(node: Node, limit: int) -> bytes:
     args, kwargs = node.task.signature.encode_template(
         node.args,
         node.kwargs,
-        is_deferred=lambda value: any(True for _ in _node_refs(value)),
+        is_deferred=lambda value: any(True for _ in node_refs(value)),
         encode_deferred=encode_template,
     )
-    spec = {
-        "name": node.name,
-        "task": node.task.name,
-        "queue": node.queue,
-        "trigger": node.trigger.value,
-        "parents": [p.index for p in node.parents],
-        "data": [p.index for p in node.data_parents],
-        "a": args,
-        "k": kwargs,
-    }
-    return check_size(f"arguments of node {node.name!r}", dumps(spec), limit)
+    spec = encode_node_spec(
+        name=node.name,
+        task=node.task.name,
+        queue=node.queue,
+        trigger=node.trigger.value,
+        parents=[p.index for p in node.parents],
+        data_parents=[p.index for p in node.data_parents],
+        args=args,
+        kwargs=kwargs,
+    )
+    return check_size(f"arguments of node {node.name!r}", spec, limit)
 
 
 @dataclass(frozen=True, slots=True)
-class NodeStart:
+class NodeArguments:
     """What a worker learns when it starts a node: run it with these arguments, or not."""
 
-    verdict: str  # run | cancelled | gone | ended
+    verdict: NodeVerdict
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 async def start_node(
-    app: TaskFlow,
+    app: Client,
     run_id: str,
     index: int,
     worker_id: str,
     attempt: int,
-    via: Batcher | None = None,
-) -> NodeStart:
+    via: Caller | None = None,
+) -> NodeArguments:
     """Mark a node running and build its arguments from its parents' results.
 
     A data parent that did not succeed (possible under ``all_done``/``any_failed``) is
     passed as ``None``.
     """
-    reply = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt, via)
-    return parse_node_start(reply)
+    start = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt, via)
+    return node_arguments(start)
 
 
-def parse_node_start(reply: list[Any]) -> NodeStart:
-    """A node start's reply (from lua/node_start.lua, or from the claim that did it)."""
-    verdict = reply[0].decode()
-    if verdict != "run":
-        return NodeStart(verdict)
-    spec = orjson.loads(reply[1])
+def node_arguments(start: NodeStart) -> NodeArguments:
+    """A node's call arguments from its start (by the claim script, or node_start.lua)."""
+    if start.verdict is not NodeVerdict.RUN:
+        return NodeArguments(start.verdict)
+    spec = orjson.loads(start.spec)
     results: dict[int, Any] = {}
-    for j in range(2, len(reply), 3):
-        parent, state, raw = int(reply[j]), reply[j + 1], reply[j + 2]
+    for parent, state, raw in start.parents:
         succeeded = state == b"succeeded" and raw is not None
-        results[parent] = orjson.loads(raw) if succeeded else None
-    return NodeStart(
-        "run", resolve_template(spec["a"], results), resolve_template(spec["k"], results)
+        results[parent] = orjson.loads(raw) if succeeded and raw is not None else None
+    return NodeArguments(
+        NodeVerdict.RUN,
+        resolve_template(spec["a"], results),
+        resolve_template(spec["k"], results),
     )
 
 
@@ -158,22 +155,18 @@ async def submit_graph(graph: Graph) -> RunHandle:
     expiry = int(settings.job_ttl.total_seconds() * 1000)
     hashes, roots = _run_hashes(graph, run_id, now)
     max_age = int(settings.run_max_age.total_seconds() * 1000)
-    roots_by_queue: dict[str, list[Any]] = {}
+    roots_by_queue: dict[str, list[tuple[str, bytes, int]]] = {}
     for queue, job_id, payload in roots:
-        roots_by_queue.setdefault(queue, []).extend((job_id, payload, now))
+        roots_by_queue.setdefault(queue, []).append((job_id, payload, now))
     async with app.redis.pipeline(transaction=True) as pipe:
         for part, mapping in hashes.items():
             if mapping:
                 pipe.hset(keys.run(run_id, part), mapping=mapping)
         # roots go through the enqueue script (its SCRIPT LOAD happens before MULTI), a few
         # thousand per call, so wide graphs do not cost two commands per root
-        for queue, flat in roots_by_queue.items():
-            for start in range(0, len(flat), 3000):
-                await app.scripts.enqueue_script(
-                    keys=[keys.queue(queue)],
-                    args=[expiry, *flat[start : start + 3000]],
-                    client=pipe,
-                )
+        for queue, jobs in roots_by_queue.items():
+            for start in range(0, len(jobs), 1000):
+                await app.scripts.enqueue(queue, expiry, jobs[start : start + 1000], pipe=pipe)
         for key in keys.run_keys(run_id):
             pipe.pexpire(key, max_age)
         await pipe.execute()
@@ -197,31 +190,27 @@ def _run_hashes(
     for node in graph.nodes:
         i = node.index
         nodes[i] = _spec(node, limit)
-        prefix = _job_payload_prefix(node.task.name, run_id, i)
-        static[i] = b"\n".join(
-            (
-                node.trigger.value.encode(),
-                keys.queue(node.queue).encode(),
-                ",".join(map(str, children.get(i, ()))).encode(),
-                ",".join(str(p.index) for p in node.data_parents).encode(),
-                prefix,
-            )
+        job = encode_node_job(node.task.name, run_id, i, now)
+        static[i] = encode_node_static(
+            node.trigger.value,
+            keys.queue(node.queue),
+            children.get(i, []),
+            [p.index for p in node.data_parents],
+            job,
         )
         if node.parents:
             state[i] = NodeState.PENDING.value
             pending[i] = len(node.parents)
         else:
             state[i] = NodeState.QUEUED.value
-            roots.append(
-                (node.queue, keys.node_job_id(run_id, i), prefix + str(now).encode() + b"}")
-            )
+            roots.append((node.queue, keys.node_job_id(run_id, i), job))
     # hashes the scripts fill later exist from the start, with the run's expiry: a write to
     # a field keeps a key's TTL, so no script has to set one (see _PLACEHOLDER)
     for part in ("bad", "skip", "results", "timing"):
         hashes[part][_PLACEHOLDER] = b""
     hashes["meta"] = {
         "graph": graph.name,
-        "status": "running",
+        "status": RunState.RUNNING.value,
         "total": len(graph.nodes),
         "done": 0,
         "failed": 0,
@@ -235,7 +224,7 @@ def _run_hashes(
 class RunHandle:
     """A submitted run; re-attach from any process with ``app.run_handle(run_id)``."""
 
-    def __init__(self, app: TaskFlow, run_id: str, graph: Graph | None = None) -> None:
+    def __init__(self, app: Client, run_id: str, graph: Graph | None = None) -> None:
         self.app = app
         self.run_id = run_id
         self._graph = graph
@@ -296,7 +285,7 @@ class RunHandle:
                     notify = False
                     if state is None:
                         raise RunNotFound(self.run_id)
-                    if state.decode() in _FINAL:
+                    if RunState(state.decode()).final:
                         return await self._outcome()
                     await listener.wait(future, poll_interval)
                     if future.done():
@@ -335,12 +324,12 @@ class RunHandle:
         """
         retention = int(self.app.settings.run_retention.total_seconds() * 1000)
         signalled = await self.app.scripts.cancel_run(self.run_id, now_ms(), retention)
-        if signalled < 0:
+        if signalled is None:
             raise RunNotFound(self.run_id)
         with anyio.move_on_after(timeout):
             while True:
                 status = await self.status()
-                if status.state != "running":
+                if status.state.final:
                     return status
                 await anyio.sleep(0.02)
         return await self.status()
@@ -395,7 +384,7 @@ def _build_status(
     return RunStatus(
         run_id=run_id,
         graph=m.get("graph", ""),
-        state=m.get("status", "running"),
+        state=RunState(m.get("status", RunState.RUNNING.value)),
         total=int(m.get("total", 0)),
         done=int(m.get("done", 0)),
         created=ms_to_datetime(int(m.get("created_ms", 0))),

@@ -6,32 +6,40 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import anyio
 
-from . import keys
-from .arguments import Signature
+from ._arguments import Signature
+from ._options import ENQUEUE_OPTIONS, EnqueueOptions, legacy_options
+from ._protocol import keys
+from ._protocol.codecs import JobResult, decode_result
 from .config import Backoff
-from .errors import ConfigurationError, JobNotFound, LifecycleError, ResultTimeout, TaskFailed
-from .serde import JobResult, decode_result
+from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed
 
 if TYPE_CHECKING:
-    from .app import TaskFlow
+    from ._client import Client
 
 __all__ = (
+    "BoundTask",
+    "CallArguments",
+    "EnqueueOptions",
     "JobContext",
     "JobHandle",
     "JobStatus",
     "Task",
+    "TaskCall",
     "TaskOptions",
     "current_job",
 )
 
 P = ParamSpec("P")
 R = TypeVar("R")
+X = TypeVar("X")
+X_contra = TypeVar("X_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
 
 
 class JobStatus(StrEnum):
@@ -93,13 +101,39 @@ class TaskOptions:
     result_ttl: timedelta
 
 
+@dataclass(frozen=True, slots=True)
+class TaskCall(Generic[P]):
+    """One call's arguments for :meth:`Task.enqueue_many`; build it with :meth:`Task.call`,
+    which type checkers check against the task's signature."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+CallArguments: TypeAlias = TaskCall[P] | tuple[tuple[Any, ...], dict[str, Any]]
+"""What ``enqueue_many`` takes per job: a checked :class:`TaskCall` or an ``(args, kwargs)``
+pair that only the runtime validation sees."""
+
+
+class _OneArgument(Protocol[X_contra, R_co]):
+    """A task whose body takes one positional argument of type ``X_contra``, as ``map`` needs."""
+
+    @property
+    def fn(self) -> Callable[[X_contra], Awaitable[R_co]]: ...
+
+
+class _BoundOneArgument(Protocol[X_contra, R_co]):
+    @property
+    def task(self) -> _OneArgument[X_contra, R_co]: ...
+
+
 class Task(Generic[P, R]):
     """A registered coroutine. Call ``enqueue`` to run it on a worker.
 
     ``await task(...)`` runs the body in-process, with no Redis and no validation.
     """
 
-    def __init__(self, app: TaskFlow, fn: Callable[P, Awaitable[R]], options: TaskOptions) -> None:
+    def __init__(self, app: Client, fn: Callable[P, Awaitable[R]], options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
         self.options = options
@@ -114,55 +148,126 @@ class Task(Generic[P, R]):
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self.fn(*args, **kwargs)
 
+    def with_options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        defer_until: datetime | None = None,
+        job_id: str | None = None,
+        queue: str | None = None,
+    ) -> BoundTask[P, R]:
+        """This task with enqueue options bound, for its ``enqueue``, ``enqueue_many`` and ``map``.
+
+        The options are those of :class:`EnqueueOptions`, checked now: a bad value raises
+        :class:`ConfigurationError` here, before any enqueue. The result is immutable and can
+        be kept and reused.
+
+        Example::
+
+            job = await send_email.with_options(delay=10, job_id="welcome-42").enqueue(
+                "a@b.c", subject="hi"
+            )
+        """
+        return BoundTask(self, EnqueueOptions(delay, defer_until, job_id, queue))
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[P]:
+        """One call's arguments for :meth:`enqueue_many`, checked like those of ``enqueue``."""
+        return TaskCall(args, kwargs)
+
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Validate the arguments and enqueue a job; return its handle.
 
-        Keyword arguments starting with ``_`` are options, not task arguments:
-        ``_delay`` (seconds or timedelta), ``_defer_until`` (aware datetime),
-        ``_job_id`` (dedupe: enqueuing an id that exists enqueues nothing and returns
-        a handle with ``enqueued=False``), ``_queue`` (override the task's queue).
+        Options (delay, job id, queue) go through :meth:`with_options`. The old keywords
+        ``_delay``, ``_defer_until``, ``_job_id`` and ``_queue`` still work for now, with a
+        :class:`DeprecationWarning`.
 
         Raises :class:`ArgumentError` (nothing written) or :class:`PayloadTooLarge`.
         """
-        options = _options(kwargs, _ENQUEUE_OPTIONS)
-        handle = await self.app.enqueue_task(self, args, dict(kwargs), **options)
+        call = dict(kwargs)
+        options = legacy_options(call, ENQUEUE_OPTIONS, "enqueue")
+        handle = await self.app.enqueue_task(self, args, call, options)
         return cast("JobHandle[R]", handle)
 
     async def enqueue_many(
         self,
-        calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+        calls: Iterable[CallArguments[P]],
         *,
         _delay: float | timedelta | None = None,
         _defer_until: datetime | None = None,
         _queue: str | None = None,
     ) -> list[JobHandle[R]]:
-        """Enqueue one job per ``(args, kwargs)`` pair, all in one round trip.
+        """Enqueue one job per call, all in one round trip.
 
+        A call is ``task.call(...)`` (checked by type checkers) or an ``(args, kwargs)`` pair.
         Every call is validated first; an invalid one raises (naming its position) and
-        nothing is written. The write is atomic: all the jobs, or none.
+        nothing is written. The write is atomic: all the jobs, or none. Options go through
+        :meth:`with_options` (the ``_``-prefixed keywords are deprecated).
 
         Example::
 
             handles = await send_email.enqueue_many(
-                ((addr,), {"subject": "hi"}) for addr in addresses
+                send_email.call(addr, subject="hi") for addr in addresses
             )
         """
-        handles = await self.app.enqueue_calls(
-            self, calls, _delay=_delay, _defer_until=_defer_until, _queue=_queue
-        )
-        return cast("list[JobHandle[R]]", handles)
+        legacy = {"_delay": _delay, "_defer_until": _defer_until, "_queue": _queue}
+        options = legacy_options(legacy, tuple(legacy), "enqueue_many")
+        return await BoundTask(self, options).enqueue_many(calls)
 
     async def map(
-        self,
-        values: Iterable[Any],
+        self: _OneArgument[X, R],
+        values: Iterable[X],
         *,
         _delay: float | timedelta | None = None,
         _queue: str | None = None,
     ) -> list[JobHandle[R]]:
-        """Enqueue one job per value, passed as the task's single positional argument."""
-        return await self.enqueue_many(
-            (((value,), {}) for value in values), _delay=_delay, _queue=_queue
-        )
+        """Enqueue one job per value, passed as the task's single positional argument.
+
+        Only for tasks that take one positional argument (type checkers check the values
+        against its type); otherwise as :meth:`enqueue_many`.
+        """
+        task = cast("Task[..., R]", self)  # the self type only limits which tasks may map
+        legacy = {"_delay": _delay, "_queue": _queue}
+        options = legacy_options(legacy, tuple(legacy), "map")
+        return await BoundTask(task, options).map(values)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundTask(Generic[P, R]):
+    """A task with enqueue options bound; made by :meth:`Task.with_options`.
+
+    Immutable: keep one and reuse it. Its methods are those of :class:`Task`, typed the same
+    way, with ``options`` applied to every job they enqueue.
+
+    Example::
+
+        bulk = send_email.with_options(queue="bulk", delay=timedelta(minutes=5))
+        await bulk.enqueue("a@b.c", subject="hi")
+        await bulk.enqueue_many(send_email.call(a, subject="hi") for a in ("c@d.e", "f@g.h"))
+    """
+
+    task: Task[P, R]
+    options: EnqueueOptions
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Validate the arguments and enqueue a job with the bound options; see
+        :meth:`Task.enqueue`."""
+        handle = await self.task.app.enqueue_task(self.task, args, dict(kwargs), self.options)
+        return cast("JobHandle[R]", handle)
+
+    async def enqueue_many(self, calls: Iterable[CallArguments[P]]) -> list[JobHandle[R]]:
+        """Enqueue one job per call in one atomic write; see :meth:`Task.enqueue_many`.
+
+        :raises ConfigurationError: the options have a ``job_id`` (it names a single job).
+        """
+        pairs = ((c.args, c.kwargs) if isinstance(c, TaskCall) else c for c in calls)
+        handles = await self.task.app.enqueue_calls(self.task, pairs, self.options)
+        return cast("list[JobHandle[R]]", handles)
+
+    async def map(self: _BoundOneArgument[X, R], values: Iterable[X]) -> list[JobHandle[R]]:
+        """Enqueue one job per value, the task's single positional argument; see
+        :meth:`Task.map`."""
+        bound = cast("BoundTask[..., R]", self)  # the self type only limits which tasks may map
+        return await bound.enqueue_many(((value,), {}) for value in values)
 
 
 class JobHandle(Generic[R]):
@@ -171,7 +276,7 @@ class JobHandle(Generic[R]):
     __slots__ = ("app", "enqueued", "job_id", "queue", "task")
 
     def __init__(
-        self, app: TaskFlow, job_id: str, task: str, queue: str, *, enqueued: bool = True
+        self, app: Client, job_id: str, task: str, queue: str, *, enqueued: bool = True
     ) -> None:
         self.app = app
         self.job_id = job_id
@@ -274,25 +379,3 @@ class JobHandle(Generic[R]):
                     return status is JobStatus.CANCELLED
                 await anyio.sleep(0.02)
         return False
-
-
-_ENQUEUE_OPTIONS = ("_delay", "_defer_until", "_job_id", "_queue")
-
-
-def _options(kwargs: dict[str, Any], valid: tuple[str, ...]) -> dict[str, Any]:
-    """Pop the ``_``-prefixed enqueue options out of ``kwargs``."""
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("_")}
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown enqueue option {unknown[0]!r}; valid options: {', '.join(valid)}"
-        )
-    return options
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)

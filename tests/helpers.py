@@ -1,8 +1,11 @@
-"""Helpers the test modules share: polling until something holds, and deleting test keys."""
+"""Helpers the test modules share: polling until something holds, reading Redis replies, and
+deleting test keys."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import anyio
 from redis.asyncio import Redis
@@ -17,6 +20,16 @@ async def until(
             if await check():
                 return
             await anyio.sleep(interval)
+
+
+async def reply(command: Awaitable[Any] | Any) -> Any:
+    """The reply of an asyncio redis-py command whose annotations do not say it is awaitable.
+
+    redis-py 5 annotates some commands (``hget``, ``lrange``, ``llen``, ...) for its sync and
+    asyncio clients at once, as ``Awaitable[T] | T`` with ``T`` a decoded ``str``; our clients
+    return bytes. Usage: ``assert await reply(redis.hget(key, field)) == b"1"``.
+    """
+    return await command if inspect.isawaitable(command) else command
 
 
 async def delete_keys(redis: Redis, match: str, also: Iterable[str] = ()) -> None:

@@ -19,7 +19,7 @@ import anyio
 from redis.asyncio import Redis
 
 import taskflow
-from tests.conftest import REDIS_URL
+from tests.apps.shared import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,10 +22,10 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from taskflow._clock import now_ms
 from taskflow.alerts import AlertEvent, AlertRule, Condition, Email, Log, Slack, Webhook, sign
 from taskflow.alerts import manager as alert_manager
-from taskflow.alerts.channels import ChannelError
-from taskflow.task import now_ms
+from taskflow.errors import ChannelError
 from tests.alert_servers import (
     RecordingHTTPServer,
     SMTPRecorder,

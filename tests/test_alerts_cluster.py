@@ -31,7 +31,7 @@ import redis as sync_redis
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import keys
+from taskflow._protocol import keys
 from taskflow.alerts import AlertNotFound, AlertRecord
 from tests.alert_servers import HTTPRequest, RecordingHTTPServer, closed_port, signature_ok
 from tests.apps import alerts_app
@@ -172,8 +172,9 @@ class Backlog:
         """Enqueue ``jobs``; returns the wall time just before, when the condition could
         first hold."""
         started = time.time()
+        noop = self.app.get_task("alert_noop").with_options(queue=self.queue)
         for n in range(jobs):
-            handle = await self.app.enqueue("alert_noop", n, _queue=self.queue)
+            handle = await noop.enqueue(n)
             self.job_ids.append(handle.job_id)
         return started
 

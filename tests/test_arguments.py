@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 import taskflow
 from taskflow import serde
-from taskflow.arguments import Signature
+from taskflow._arguments import Signature
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -59,7 +59,7 @@ def test_redis_url_scheme_is_checked() -> None:
 def test_settings_are_frozen() -> None:
     settings = taskflow.Settings()
     with pytest.raises(ValidationError, match="frozen"):
-        settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
+        settings.redis_url = "redis://elsewhere"
 
 
 def test_worker_settings_heartbeat_must_fit_twice_in_lease() -> None:

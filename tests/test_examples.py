@@ -19,7 +19,7 @@ import pytest
 
 from taskflow.connection import EmbeddedRedis
 
-from .conftest import REDIS_URL
+from .apps.shared import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))

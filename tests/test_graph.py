@@ -20,17 +20,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import taskflow
-from taskflow.errors import GraphCycle, GraphError
-from taskflow.graph import (
+from taskflow._dag import (
     _LITERAL_KEY,
     REF_KEY,
-    Graph,
     Node,
     Trigger,
     encode_template,
     resolve_template,
 )
-from taskflow.resolver import RunHandle
+from taskflow.errors import GraphCycle, GraphError
+from taskflow.graph import Graph
+from taskflow.runs import RunHandle
 
 
 def _app() -> taskflow.TaskFlow:

@@ -32,14 +32,14 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import keys
+from taskflow._protocol import keys
 from taskflow.errors import GraphFailed
 from taskflow.graph import Node
-from taskflow.resolver import RunHandle, RunStatus
+from taskflow.runs import RunHandle, RunStatus
 from tests import processes
 from tests.apps import graph_app
-from tests.conftest import REDIS_URL
-from tests.helpers import delete_keys, until
+from tests.apps.shared import REDIS_URL
+from tests.helpers import delete_keys, reply, until
 from tests.processes import WorkerProcess, child_env, wait_live
 
 pytestmark = pytest.mark.slow
@@ -598,7 +598,7 @@ async def test_sigkilled_workers_node_reruns_elsewhere_with_attempt_2(
         await wait_count(redis, graph_app.count_key(tid, "slow"), 1, timeout=30)
         # the side nodes end first, so the victim is running "slow" alone when killed
         await wait_states(run, [f"side{i}" for i in range(6)], "succeeded", timeout=30)
-        victim_pid = int((await redis.lrange(graph_app.pid_key(tid, "slow"), 0, -1))[0])
+        victim_pid = int((await reply(redis.lrange(graph_app.pid_key(tid, "slow"), 0, -1)))[0])
         victim = workers.by_pid(victim_pid)
         assert (await run.status()).nodes["slow"].state.value == "running"
         victim.proc.send_signal(signal.SIGKILL)

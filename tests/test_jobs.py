@@ -14,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import JobStatus, keys
+from taskflow import JobStatus
+from taskflow._protocol import keys
 from tests.helpers import until
 
 pytestmark = pytest.mark.asyncio
@@ -52,7 +53,8 @@ async def test_enqueue_then_result(app: taskflow.TaskFlow, queue_name: str) -> N
         return a + b
 
     async with app:
-        handle = await add.enqueue(2, b="3")
+        # the client converts "3" to 3 as the signature says; a type checker rightly objects
+        handle = await add.enqueue(2, b="3")  # type: ignore[arg-type]
         assert handle.enqueued and handle.queue == queue_name and handle.task == "add"
         async with app.worker() as worker:
             assert await handle.result(timeout=RESULT_TIMEOUT) == 5
@@ -136,7 +138,7 @@ async def test_status_deferred_retrying_cancelled_failed(app: taskflow.TaskFlow)
         raise RuntimeError("nope")
 
     async with app:
-        deferred = await later.enqueue(_delay=60)
+        deferred = await later.with_options(delay=60).enqueue()
         assert await deferred.status() is JobStatus.DEFERRED
         retrying = await later.enqueue()
         failing = await broken.enqueue()
@@ -163,12 +165,14 @@ async def test_client_rejects_bad_arguments_and_writes_nothing(
 
     async with app:
         job_id = new_id()
+        # wrong on purpose: what the type checker would catch, the client catches at run time
+        with_id = add.with_options(job_id=job_id)
         with pytest.raises(taskflow.ArgumentError, match=r"argument 'b'.*'not-an-int'"):
-            await add.enqueue(1, "not-an-int", _job_id=job_id)
+            await with_id.enqueue(1, "not-an-int")  # type: ignore[arg-type]
         with pytest.raises(taskflow.ArgumentError, match="missing a required argument: 'b'"):
-            await add.enqueue(1, _job_id=job_id)
+            await with_id.enqueue(1)  # type: ignore[call-arg]
         with pytest.raises(taskflow.ArgumentError, match="unexpected keyword argument 'c'"):
-            await add.enqueue(1, 2, c=3, _job_id=job_id)
+            await with_id.enqueue(1, 2, c=3)  # type: ignore[call-arg]
         assert await redis.zcard(keys.queue(queue_name)) == 0
         assert await redis.exists(keys.job(job_id)) == 0
 
@@ -185,9 +189,9 @@ async def test_client_rejects_oversized_job_and_writes_nothing(
     async with app:
         job_id = new_id()
         with pytest.raises(taskflow.PayloadTooLarge, match="over the 1024-byte cap"):
-            await store.enqueue("x" * 2000, _job_id=job_id)
+            await store.with_options(job_id=job_id).enqueue("x" * 2000)
         with pytest.raises(taskflow.SerializationError, match="cannot encode"):
-            await store.enqueue(object(), _job_id=job_id)
+            await store.with_options(job_id=job_id).enqueue(object())
         assert await redis.zcard(keys.queue(queue_name)) == 0
         assert await redis.exists(keys.job(job_id)) == 0
 
@@ -591,10 +595,10 @@ async def test_delay_and_defer_until_are_not_run_early(app: taskflow.TaskFlow) -
 
     async with app, app.worker():
         enqueued = time.time()
-        by_delay = await stamp.enqueue("delay", _delay=0.6)
+        by_delay = await stamp.with_options(delay=0.6).enqueue("delay")
         until = datetime.now(UTC) + timedelta(seconds=0.6)
-        by_until = await stamp.enqueue("until", _defer_until=until)
-        by_timedelta = await stamp.enqueue("td", _delay=timedelta(milliseconds=600))
+        by_until = await stamp.with_options(defer_until=until).enqueue("until")
+        by_timedelta = await stamp.with_options(delay=timedelta(milliseconds=600)).enqueue("td")
         assert await by_delay.status() is JobStatus.DEFERRED
         assert await by_until.status() is JobStatus.DEFERRED
         for handle in (by_delay, by_until, by_timedelta):
@@ -611,7 +615,8 @@ async def test_defer_until_in_the_past_runs_now(app: taskflow.TaskFlow) -> None:
         return "now"
 
     async with app:
-        handle = await now.enqueue(_defer_until=datetime.now(UTC) - timedelta(hours=1))
+        past = datetime.now(UTC) - timedelta(hours=1)
+        handle = await now.with_options(defer_until=past).enqueue()
         assert await handle.status() is JobStatus.QUEUED
         async with app.worker():
             assert await handle.result(timeout=RESULT_TIMEOUT) == "now"
@@ -620,11 +625,18 @@ async def test_defer_until_in_the_past_runs_now(app: taskflow.TaskFlow) -> None:
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"_delay": 1, "_defer_until": datetime.now(UTC)}, "not both"),
-        ({"_defer_until": datetime(2030, 1, 1)}, "timezone-aware"),
-        ({"_delay": -1}, "_delay must be >= 0"),
-        ({"_job_id": ""}, "_job_id must be 1-200 characters"),
-        ({"_job_id": "x" * 201}, "_job_id must be 1-200 characters"),
+        ({"delay": 1, "defer_until": datetime.now(UTC)}, "not both; got delay=1 and defer_until="),
+        ({"defer_until": datetime(2030, 1, 1)}, "timezone-aware datetime, got datetime.datetime"),
+        ({"defer_until": "2030-01-01"}, "timezone-aware datetime, got '2030-01-01'"),
+        ({"delay": -1}, "delay must be a finite number of seconds >= 0, got -1"),
+        ({"delay": timedelta(seconds=-1)}, "delay must be a finite number of seconds >= 0"),
+        ({"delay": float("inf")}, "delay must be a finite number of seconds >= 0, got inf"),
+        ({"delay": "10"}, r"delay must be seconds \(a float\) or a timedelta, got '10'"),
+        ({"job_id": ""}, "job_id must be a string of 1-200 characters, got ''"),
+        ({"job_id": "x" * 201}, r"job_id must be a string of 1-200 characters, .*201 characters"),
+        ({"job_id": 42}, "job_id must be a string of 1-200 characters, got 42"),
+        ({"queue": "no spaces"}, "queue name 'no spaces' is invalid: use 1-200 letters"),
+        ({"queue": ""}, "queue name '' is invalid"),
     ],
 )
 async def test_bad_enqueue_options(
@@ -635,9 +647,114 @@ async def test_bad_enqueue_options(
         pass
 
     async with app:
+        # checked when the options are bound, before any enqueue
         with pytest.raises(taskflow.ConfigurationError, match=pattern):
-            await noop.enqueue(**options)
+            noop.with_options(**options)
     assert await redis.zcard(keys.queue(queue_name)) == 0
+
+
+async def test_bound_options_are_immutable_and_reusable(
+    app: taskflow.TaskFlow, queue_name: str, redis: Redis
+) -> None:
+    @app.task
+    async def echo(word: str) -> str:
+        return word
+
+    later = echo.with_options(delay=60, queue=queue_name + "-later")
+    assert later.options == taskflow.EnqueueOptions(delay=60, queue=queue_name + "-later")
+    assert later.task is echo
+    with pytest.raises(AttributeError):
+        later.options = taskflow.EnqueueOptions()  # type: ignore[misc]
+    async with app:
+        handles = [await later.enqueue("a"), await later.enqueue(word="b")]
+        assert [h.queue for h in handles] == [queue_name + "-later"] * 2
+        assert all([await h.status() is JobStatus.DEFERRED for h in handles])
+        assert await redis.zcard(keys.queue(queue_name + "-later")) == 2
+        assert await redis.zcard(keys.queue(queue_name)) == 0
+        await echo.enqueue("now")  # the task itself is unchanged
+        assert await redis.zcard(keys.queue(queue_name)) == 1
+
+
+async def test_enqueue_many_and_map(app: taskflow.TaskFlow, queue_name: str, redis: Redis) -> None:
+    @app.task
+    async def greet(name: str, punctuation: str = "!") -> str:
+        return name + punctuation
+
+    other = queue_name + "-other"
+    async with app:
+        many = await greet.enqueue_many([greet.call("a"), greet.call("b", punctuation="?")])
+        pairs = await greet.enqueue_many([(("c",), {"punctuation": "."})])
+        mapped = await greet.map(["d", "e"])
+        deferred = await greet.with_options(delay=60, queue=other).map(["f", "g", "h"])
+        bound_many = await greet.with_options(queue=other).enqueue_many(greet.call(n) for n in "ij")
+        assert [h.queue for h in deferred + bound_many] == [other] * 5
+        assert [await h.status() for h in deferred] == [JobStatus.DEFERRED] * 3
+        assert await redis.zcard(keys.queue(other)) == 5
+        async with app.worker():
+            results = [await h.result(timeout=RESULT_TIMEOUT) for h in many + pairs + mapped]
+        assert results == ["a!", "b?", "c.", "d!", "e!"]
+
+
+async def test_enqueue_many_is_all_or_nothing(
+    app: taskflow.TaskFlow, queue_name: str, redis: Redis
+) -> None:
+    @app.task
+    async def square(n: int) -> int:
+        return n * n
+
+    async with app:
+        with pytest.raises(taskflow.ArgumentError, match="call 1: "):
+            await square.enqueue_many([square.call(1), (("two",), {}), square.call(3)])
+        with pytest.raises(taskflow.ArgumentError, match="call 2: "):
+            await square.map([1, 2, "three"])  # type: ignore[list-item]
+        with pytest.raises(taskflow.ConfigurationError, match="job_id 'one' names a single job"):
+            await square.with_options(job_id="one").map([1, 2])
+        with pytest.raises(taskflow.ConfigurationError, match="job_id 'one' names a single job"):
+            await square.with_options(job_id="one").enqueue_many([square.call(1)])
+        assert await redis.zcard(keys.queue(queue_name)) == 0
+        assert await redis.exists(keys.job("one")) == 0
+        assert await square.enqueue_many([]) == []
+
+
+async def test_deprecated_underscore_options_still_work(
+    app: taskflow.TaskFlow, queue_name: str, redis: Redis
+) -> None:
+    @app.task
+    async def noop(n: int = 0) -> int:
+        return n
+
+    other = queue_name + "-other"
+    job_id = new_id()
+    async with app:
+        with pytest.warns(DeprecationWarning, match=r"use task.with_options\(delay=\.\.\.\)") as w:
+            delayed = await noop.enqueue(_delay=60)  # type: ignore[call-arg]
+        assert w[0].filename == __file__  # the warning points at the caller
+        assert await delayed.status() is JobStatus.DEFERRED
+        with pytest.warns(DeprecationWarning, match=r"with_options\(defer_until=\.\.\.\)"):
+            until = datetime.now(UTC) + timedelta(minutes=1)
+            deferred = await noop.enqueue(1, _defer_until=until)  # type: ignore[call-arg]
+        assert await deferred.status() is JobStatus.DEFERRED
+        with pytest.warns(DeprecationWarning, match=r"with_options\(job_id=\.\.\., queue=\.\.\.\)"):
+            by_id = await noop.enqueue(2, _job_id=job_id, _queue=other)  # type: ignore[call-arg]
+        assert (by_id.job_id, by_id.queue) == (job_id, other)
+        with pytest.warns(DeprecationWarning, match=r"with_options\(queue=\.\.\.\).enqueue\("):
+            await app.enqueue("noop", 3, _queue=other)
+        with pytest.warns(DeprecationWarning, match=r"with_options\(delay=\.\.\.\).enqueue_many"):
+            many = await noop.enqueue_many([noop.call(4)], _delay=60)
+        with pytest.warns(DeprecationWarning, match=r"with_options\(queue=\.\.\.\).map"):
+            mapped = await noop.map([5, 6], _queue=other)
+        assert await many[0].status() is JobStatus.DEFERRED
+        assert [h.queue for h in mapped] == [other, other]
+        assert await redis.zcard(keys.queue(other)) == 4
+        # bad values are still refused, as with_options refuses them
+        with (
+            pytest.warns(DeprecationWarning),
+            pytest.raises(taskflow.ConfigurationError, match="delay must be a finite"),
+        ):
+            await noop.enqueue(_delay=-1)  # type: ignore[call-arg]
+        with pytest.raises(taskflow.ConfigurationError, match="unknown enqueue option '_dealy'"):
+            await noop.enqueue(_dealy=1)  # type: ignore[call-arg]
+    assert await redis.zcard(keys.queue(queue_name)) == 3
 
 
 async def test_job_id_dedupe(app: taskflow.TaskFlow, queue_name: str, redis: Redis) -> None:
@@ -650,15 +767,15 @@ async def test_job_id_dedupe(app: taskflow.TaskFlow, queue_name: str, redis: Red
 
     job_id = new_id()
     async with app:
-        first = await once.enqueue(1, _job_id=job_id)
-        second = await once.enqueue(2, _job_id=job_id)
+        first = await once.with_options(job_id=job_id).enqueue(1)
+        second = await once.with_options(job_id=job_id).enqueue(2)
         assert first.enqueued and not second.enqueued
         assert second.job_id == first.job_id == job_id
         assert await redis.zcard(keys.queue(queue_name)) == 1
         async with app.worker(concurrency=1):
             assert await second.result(timeout=RESULT_TIMEOUT) == 1
             # the result still holds the id: a later enqueue is a no-op too
-            third = await once.enqueue(3, _job_id=job_id)
+            third = await once.with_options(job_id=job_id).enqueue(3)
             assert not third.enqueued
             assert await redis.zscore(keys.queue(queue_name), job_id) is None
             # one worker slot, FIFO: had `third` been queued, it would run before this
@@ -675,7 +792,7 @@ async def test_queue_override(app: taskflow.TaskFlow, queue_name: str, redis: Re
         return taskflow.current_job().queue
 
     async with app:
-        handle = await where.enqueue(_queue=other)
+        handle = await where.with_options(queue=other).enqueue()
         assert handle.queue == other
         assert await redis.zcard(keys.queue(other)) == 1
         assert await redis.zcard(keys.queue(queue_name)) == 0

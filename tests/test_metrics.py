@@ -28,19 +28,19 @@ from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import keys
+from taskflow._protocol import keys
 from taskflow.config import MetricsSettings, Resolution
 from taskflow.metrics import (
     RELATIVE_ERROR,
     Distribution,
     Histogram,
     JobSample,
+    MetricsRecorder,
     MetricsSummary,
-    system,
 )
 from taskflow.metrics.recorder import SEP
 from tests.apps import metrics_worker_app
-from tests.helpers import until
+from tests.helpers import reply, until
 from tests.processes import Workers, wait_live
 
 pytestmark = pytest.mark.asyncio
@@ -66,18 +66,23 @@ def exact(values: list[float], q: float) -> float:
     return ordered[math.floor(q * (len(ordered) - 1))]
 
 
+def recorder_of(worker: taskflow.Worker) -> MetricsRecorder | None:
+    """The worker's metrics recorder service, if it runs one."""
+    return next((s for s in worker.services if isinstance(s, MetricsRecorder)), None)
+
+
 def capture(worker: taskflow.Worker) -> list[JobSample]:
     """Every sample ``worker`` records from now on (still recorded as usual)."""
     samples: list[JobSample] = []
-    recorder = worker.metrics
+    recorder = recorder_of(worker)
     assert recorder is not None
-    record = recorder.record
+    record = recorder.job_finished
 
     def spy(sample: JobSample) -> None:
         samples.append(sample)
         record(sample)
 
-    recorder.record = spy  # type: ignore[method-assign]
+    recorder.job_finished = spy  # type: ignore[method-assign]
     return samples
 
 
@@ -212,7 +217,7 @@ async def test_queue_wait_and_memory_growth_are_plausible(make_app: Any) -> None
 
     async with app:
         queued = await job.enqueue_many([(("plain",), {}) for _ in range(3)])
-        delayed = await job.enqueue("plain", _delay=0.3)
+        delayed = await job.with_options(delay=0.3).enqueue("plain")
         await anyio.sleep(0.5)  # no worker yet: the first jobs wait 0.5 s, the delayed 0.2 s
         worker = app.worker()
         samples = capture(worker)
@@ -313,7 +318,7 @@ async def test_summary_over_two_worker_processes_is_the_summary_of_the_union(
                 calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
                     ((0.01 + 0.01 * (2 * i + half), i % 10 == 3), {}) for i in range(n)
                 ]  # 10 ms .. 800 ms, interleaved, 4 failures per half
-                halves.append(await task.enqueue_many(calls, _queue=queue))
+                halves.append(await task.with_options(queue=queue).enqueue_many(calls))
             elapsed: list[list[float]] = [[], []]
             for half, handles in enumerate(halves):
                 for outcome in [await outcome_of(h) for h in handles]:
@@ -400,7 +405,8 @@ async def test_a_failing_system_sample_does_not_stop_the_worker(
 
     async with app:
         async with app.worker():
-            monkeypatch.setattr(system.psutil, "disk_usage", gone)
+            # the psutil module that taskflow.metrics.system calls
+            monkeypatch.setattr(psutil, "disk_usage", gone)
             await anyio.sleep(0.5)  # two system intervals of FAST
             assert await (await quick.enqueue()).result(timeout=RESULT_TIMEOUT) == 1
 
@@ -452,7 +458,7 @@ async def test_summaries_filter_and_group_by_task_and_queue(make_app: Any, queue
 
     async with app:
         await one.enqueue_many([((), {}) for _ in range(3)])
-        await one.enqueue_many([((), {}) for _ in range(2)], _queue=other_queue)
+        await one.with_options(queue=other_queue).enqueue_many([((), {}) for _ in range(2)])
         await two.enqueue_many([((), {}) for _ in range(4)])
         async with app.worker([queue_name, other_queue]):
             await flushed(app, 5, task=first)
@@ -533,7 +539,9 @@ async def test_retention_expires_buckets(make_app: Any, redis: Redis) -> None:
             assert (await flushed(app, 1, task=name)).resolution == width
         [sample] = samples
         key = keys.metrics_bucket(1, sample.finished_ms - sample.finished_ms % 1000)
-        assert await redis.hget(key, f"{name}{SEP}{sample.queue}{SEP}succeeded{SEP}n") == b"1"
+        assert (
+            await reply(redis.hget(key, f"{name}{SEP}{sample.queue}{SEP}succeeded{SEP}n")) == b"1"
+        )
         ttl_ms = await redis.pttl(key)
         assert 1000 < ttl_ms <= 3000  # retention + one bucket, set at the last flush
         # only the configured resolution is written
@@ -560,8 +568,8 @@ async def test_disabled_metrics_write_nothing(make_app: Any, redis: Redis) -> No
         started_ms = int(time.time() * 1000)
         handles = await quick.enqueue_many([((), {}) for _ in range(5)])
         worker = app.worker()
-        assert worker.metrics is None
-        assert not any(s.name in ("metrics-recorder", "system-collector") for s in worker.siblings)
+        assert recorder_of(worker) is None
+        assert not any(s.name in ("metrics-recorder", "system-collector") for s in worker.services)
         async with worker:
             for handle in handles:
                 await handle.result(timeout=RESULT_TIMEOUT)

@@ -417,7 +417,7 @@ async def test_fastapi_metrics_route_is_503_when_redis_is_unreachable() -> None:
 async def test_metrics_server_sibling_serves_only_get_metrics(queue_name: str) -> None:
     app = metrics_app.make_app(queue_name)
     server = MetricsServer(0)
-    async with app, app.worker(siblings=[server]):
+    async with app, app.worker(services=[server]):
         assert server.port != 0
         for job in [await app.enqueue("work", 0.0) for _ in range(OK)]:
             await job.result(timeout=10)
@@ -464,7 +464,7 @@ async def test_metrics_server_on_a_busy_port_is_a_configuration_error(
         port = busy.getsockname()[1]
         async with app:
             with pytest.raises(BaseExceptionGroup) as caught:
-                async with app.worker(siblings=[MetricsServer(port)]):
+                async with app.worker(services=[MetricsServer(port)]):
                     pass
     leaves: list[BaseException] = [caught.value]
     while any(isinstance(e, BaseExceptionGroup) for e in leaves):

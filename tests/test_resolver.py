@@ -23,7 +23,9 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import keys
+from taskflow._clock import now_ms
+from taskflow._protocol import keys
+from taskflow._protocol.scripts import NodeVerdict
 from taskflow.errors import (
     ArgumentError,
     GraphCycle,
@@ -33,9 +35,8 @@ from taskflow.errors import (
     RunNotFound,
 )
 from taskflow.graph import Graph, NodeState, Trigger
-from taskflow.resolver import RunHandle, RunStatus
-from taskflow.task import now_ms
-from tests.helpers import delete_keys, until
+from taskflow.runs import RunHandle, RunStatus
+from tests.helpers import delete_keys, reply, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -92,7 +93,7 @@ async def gone(redis: Redis, *names: str) -> bool:
 
 
 async def longer_than(redis: Redis, key: str, length: int) -> bool:
-    return int(await redis.llen(key)) > length
+    return int(await reply(redis.llen(key))) > length
 
 
 async def idle(worker: taskflow.Worker) -> bool:
@@ -110,7 +111,7 @@ async def run_snapshot(redis: Redis, run_id: str, *extra_keys: str) -> dict[str,
     """Everything a run's state is made of, plus the given keys (values and zsets)."""
     out: dict[str, Any] = {}
     for key in keys.run_keys(run_id):
-        out[key] = await redis.hgetall(key)
+        out[key] = await reply(redis.hgetall(key))
     for key in extra_keys:
         kind = (await redis.type(key)).decode()
         if kind == "zset":
@@ -534,9 +535,9 @@ async def test_submit_of_10000_nodes_is_a_bounded_number_of_round_trips(
         assert sends <= 3, f"submit took {sends} round trips"
         assert elapsed < 3.0, f"submit took {elapsed:.2f}s"
         redis = app.redis
-        assert int(await redis.hget(keys.run(run.run_id, "meta"), "total")) == 10_000
-        assert await redis.hlen(keys.run(run.run_id, "state")) == 10_000
-        assert await redis.hlen(keys.run(run.run_id, "nodes")) == 10_000
+        assert int(await reply(redis.hget(keys.run(run.run_id, "meta"), "total"))) == 10_000
+        assert await reply(redis.hlen(keys.run(run.run_id, "state"))) == 10_000
+        assert await reply(redis.hlen(keys.run(run.run_id, "nodes"))) == 10_000
         queued = await redis.zrange(keys.queue(step.options.queue), 0, -1)
         assert sorted(queued) == sorted(f"{run.run_id}.{r}".encode() for r in range(10))
         status = await run.status()
@@ -629,7 +630,7 @@ async def test_cancel_halfway_through_a_chain(make_app: MakeApp, tracker: Tracke
 
     @app.task
     async def slow(prev: int | None, i: int) -> int:
-        await app.redis.rpush(starts, i)
+        await reply(app.redis.rpush(starts, i))
         await anyio.sleep(0.3)
         return i
 
@@ -642,9 +643,9 @@ async def test_cancel_halfway_through_a_chain(make_app: MakeApp, tracker: Tracke
         run = tracker.run(await g.submit())
         await until(lambda: longer_than(app.redis, starts, 2))
         status = await run.cancel()
-        started_at_cancel = await app.redis.lrange(starts, 0, -1)
+        started_at_cancel = await reply(app.redis.lrange(starts, 0, -1))
         await anyio.sleep(1.0)  # longer than any node, if one were (wrongly) released
-        assert await app.redis.lrange(starts, 0, -1) == started_at_cancel
+        assert await reply(app.redis.lrange(starts, 0, -1)) == started_at_cancel
         again = await run.cancel()  # a second cancel changes nothing
         with pytest.raises(GraphFailed) as info:
             await run.wait(timeout=5)
@@ -676,7 +677,7 @@ async def test_cancel_drops_queued_nodes_of_a_wide_run(make_app: MakeApp, tracke
 
     @app.task
     async def slow(i: int) -> int:
-        await app.redis.rpush(starts, i)
+        await reply(app.redis.rpush(starts, i))
         await anyio.sleep(0.3)
         return i
 
@@ -687,9 +688,9 @@ async def test_cancel_drops_queued_nodes_of_a_wide_run(make_app: MakeApp, tracke
         run = tracker.run(await g.submit())
         await until(lambda: longer_than(app.redis, starts, 2))
         status = await run.cancel()
-        started = await app.redis.lrange(starts, 0, -1)
+        started = await reply(app.redis.lrange(starts, 0, -1))
         await anyio.sleep(0.8)  # the first three would have ended and three more started
-        assert await app.redis.lrange(starts, 0, -1) == started
+        assert await reply(app.redis.lrange(starts, 0, -1)) == started
         assert await app.redis.zcard(keys.queue(slow.options.queue)) == 0
     assert len(started) == 3
     assert status.state == "cancelled"
@@ -714,8 +715,8 @@ async def test_cancel_reaches_a_claimed_node_before_it_starts(
             assert status.nodes["child"].state is NodeState.CANCELLED
             assert status.nodes["sibling"].state is NodeState.CANCELLED
             assert await redis.zscore(keys.ABORT, job_id) is not None
-            reply = await app.scripts.node_start(run.run_id, 0, "claimer", now_ms(), 1)
-            assert reply[0] == b"cancelled"
+            start = await app.scripts.node_start(run.run_id, 0, "claimer", now_ms(), 1)
+            assert start.verdict is NodeVerdict.CANCELLED
             assert (await run.status()).nodes["root"].started is None
             # the worker reports the node cancelled: the run ends, the abort flag is cleared
             error = b'{"type":"taskflow.Cancelled","message":"run cancelled","traceback":""}'
@@ -815,9 +816,9 @@ async def test_finishing_a_node_twice_changes_nothing(make_app: MakeApp, tracker
             after.pop(keys.in_progress(job_id))
             first.pop(keys.in_progress(job_id))
             assert after == first
-            meta = await redis.hgetall(keys.run(run.run_id, "meta"))
+            meta = await reply(redis.hgetall(keys.run(run.run_id, "meta")))
             assert meta[b"done"] == b"1"
-            assert await redis.hget(keys.run(run.run_id, "results"), "0") == b"1"
+            assert await reply(redis.hget(keys.run(run.run_id, "results"), "0")) == b"1"
         finally:
             await _cleanup_jobs(app, run, queue)
 
@@ -847,7 +848,7 @@ async def test_stale_finish_is_rejected(make_app: MakeApp, tracker: Tracker) -> 
             before = await run_snapshot(redis, run.run_id, *watched)
             assert await _finish_root(app, run, queue, "old-owner", b"666") in (0, 2)
             assert await run_snapshot(redis, run.run_id, *watched) == before
-            assert await redis.hget(keys.run(run.run_id, "results"), "0") == b"5"
+            assert await reply(redis.hget(keys.run(run.run_id, "results"), "0")) == b"5"
         finally:
             await _cleanup_jobs(app, run, queue)
 

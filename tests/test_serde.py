@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import taskflow
-from taskflow import serde
-from taskflow.serde import CorruptPayload, JobPayload, JobResult
+from taskflow._protocol import codecs as serde
+from taskflow._protocol.codecs import CorruptPayload, JobPayload, JobResult
 
 LIMIT = 512 * 1024
 

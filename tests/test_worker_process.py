@@ -26,10 +26,10 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow import keys
+from taskflow._protocol import keys
 from tests import processes
 from tests.apps import worker_app
-from tests.helpers import delete_keys, until
+from tests.helpers import delete_keys, reply, until
 from tests.processes import WorkerProcess, child_env, wait_live
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -105,7 +105,7 @@ async def count(redis: Redis, key: str) -> int:
 
 
 async def attempts(redis: Redis, key: str) -> list[int]:
-    return [int(a) for a in await redis.lrange(worker_app.attempts_key(key), 0, -1)]
+    return [int(a) for a in await reply(redis.lrange(worker_app.attempts_key(key), 0, -1))]
 
 
 async def wait_started(redis: Redis, job_keys: list[str], timeout: float = 20.0) -> None:
@@ -189,7 +189,7 @@ async def test_sigterm_drains_finishes_short_jobs_and_requeues_long_ones(
         assert await count(redis, worker_app.started_key(key)) == 2
         assert await count(redis, worker_app.done_key(key)) == 1
         assert await attempts(redis, key) == [1, 1]
-    log = [k.decode() for k in await redis.lrange(worker_app.log_key(queue), 0, -1)]
+    log = [k.decode() for k in await reply(redis.lrange(worker_app.log_key(queue), 0, -1))]
     assert sorted(log) == sorted(short_keys + long_keys)
 
     second.signal(signal.SIGTERM)
@@ -220,7 +220,7 @@ async def test_client_kill_mid_batch_worker_survives_and_every_job_succeeds(
 
     done_at_kills: list[tuple[int, int]] = []
     for _ in range(3):
-        done = await redis.llen(worker_app.log_key(queue))
+        done = await reply(redis.llen(worker_app.log_key(queue)))
         killed = await kill_worker_connections(redis, worker.pid)
         done_at_kills.append((done, killed))
         await anyio.sleep(0.2)
@@ -232,7 +232,7 @@ async def test_client_kill_mid_batch_worker_survives_and_every_job_succeeds(
     values = await results(handles, timeout=60)
     assert [v["job_key"] for v in values] == job_keys
     assert worker.proc.poll() is None, worker.log()
-    log = {k.decode() for k in await redis.lrange(worker_app.log_key(queue), 0, -1)}
+    log = {k.decode() for k in await reply(redis.lrange(worker_app.log_key(queue), 0, -1))}
     assert log == set(job_keys)
     for handle in handles:
         assert await handle.status() is taskflow.JobStatus.SUCCEEDED
@@ -315,14 +315,15 @@ async def test_worker_with_two_queue_options_serves_both(
     keys_1 = [job_key(first, "a", i) for i in range(5)]
     keys_2 = [job_key(second, "b", i) for i in range(5)]
     jobs_1 = [await app.enqueue(TASK, k, 0.01) for k in keys_1]
-    jobs_2 = [await app.enqueue(TASK, k, 0.01, _queue=second) for k in keys_2]
+    on_second = app.get_task(TASK).with_options(queue=second)
+    jobs_2 = [await on_second.enqueue(k, 0.01) for k in keys_2]
     values_1 = await results(jobs_1, timeout=20)
     values_2 = await results(jobs_2, timeout=20)
     assert {v["queue"] for v in values_1} == {first}
     assert {v["queue"] for v in values_2} == {second}
     assert {v["pid"] for v in values_1 + values_2} == {worker.pid}
-    log_1 = await redis.lrange(worker_app.log_key(first), 0, -1)
-    log_2 = await redis.lrange(worker_app.log_key(second), 0, -1)
+    log_1 = await reply(redis.lrange(worker_app.log_key(first), 0, -1))
+    log_2 = await reply(redis.lrange(worker_app.log_key(second), 0, -1))
     assert sorted(k.decode() for k in log_1) == sorted(keys_1)
     assert sorted(k.decode() for k in log_2) == sorted(keys_2)
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel
 
-from .errors import PayloadTooLarge, SerializationError
+from ..errors import CorruptPayload, FailureKind, PayloadTooLarge, SerializationError
 from .keys import queue_name_of
 
 __all__ = (
@@ -34,6 +34,9 @@ __all__ = (
     "dumps",
     "encode_exception",
     "encode_job",
+    "encode_node_job",
+    "encode_node_spec",
+    "encode_node_static",
     "encode_result",
     "loads",
 )
@@ -118,15 +121,6 @@ class JobPayload:
     graph: tuple[str, int] | None = None  #: (run id, node index) of a graph node's job
 
 
-class CorruptPayload(SerializationError):
-    """A stored job or result could not be decoded; ``raw`` keeps its first bytes."""
-
-    def __init__(self, reason: str, raw: bytes) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.raw = raw
-
-
 def encode_job(payload: JobPayload, limit: int) -> bytes:
     data = dumps(
         {
@@ -176,7 +170,7 @@ def decode_job(raw: bytes, limit: int) -> JobPayload:
 def corrupt_error(exc: CorruptPayload) -> dict[str, Any]:
     """The failure record of an undecodable payload, raw bytes kept truncated."""
     return {
-        "type": "taskflow.CorruptPayload",
+        "type": FailureKind.CORRUPT_PAYLOAD.value,
         "message": exc.reason,
         "traceback": "",
         "raw_size": len(exc.raw),
@@ -249,4 +243,62 @@ def decode_result(raw: bytes, job_id: str) -> JobResult:
         finish_ms=int(data.get("ft") or 0),
         queue=queue_name_of(str(data.get("q", ""))),  # plain arq workers store the key
         worker=data.get("w"),
+    )
+
+
+# -- graph node records: written at submission, read by the graph scripts and the worker ----
+
+
+def encode_node_job(task: str, run_id: str, index: int, submitted_ms: int) -> bytes:
+    """The arq job payload of a graph node, stored whole at submission and copied verbatim
+    into ``arq:job:<run>.<index>`` by the script that releases the node. Its arguments come
+    from the run when the node starts, so ``a``/``k`` are empty; ``g`` names the node and
+    ``et`` is the run's submission time.
+    """
+    return dumps({"t": None, "f": task, "a": [], "k": {}, "et": submitted_ms, "g": [run_id, index]})
+
+
+def encode_node_static(
+    trigger: str, queue_key: str, children: list[int], data_parents: list[int], job: bytes
+) -> bytes:
+    """What the graph scripts need of a node, as one value (``lua/lib.lua`` parse_static):
+    trigger, queue key, child indexes, data-parent indexes, job payload; newline-separated.
+    """
+    for field, text in (("trigger", trigger), ("queue key", queue_key)):
+        if "\n" in text:
+            raise SerializationError(f"node {field} {text!r} contains a newline")
+    return b"\n".join(
+        (
+            trigger.encode(),
+            queue_key.encode(),
+            ",".join(map(str, children)).encode(),
+            ",".join(map(str, data_parents)).encode(),
+            job,
+        )
+    )
+
+
+def encode_node_spec(
+    *,
+    name: str,
+    task: str,
+    queue: str,
+    trigger: str,
+    parents: list[int],
+    data_parents: list[int],
+    args: Any,
+    kwargs: Any,
+) -> bytes:
+    """A node's spec (the run's ``nodes`` hash): what status reads and the worker runs."""
+    return dumps(
+        {
+            "name": name,
+            "task": task,
+            "queue": queue,
+            "trigger": trigger,
+            "parents": parents,
+            "data": data_parents,
+            "a": args,
+            "k": kwargs,
+        }
     )

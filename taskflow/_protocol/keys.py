@@ -1,11 +1,18 @@
-"""Every Redis key name taskflow reads or writes.
+"""Every Redis key, key prefix and pub/sub channel taskflow reads, writes or publishes on.
 
-Job keys follow arq's layout exactly (``arq:job:<id>``, ``arq:in-progress:<id>``,
-``arq:result:<id>``, ``arq:retry:<id>``, ``arq:abort``, queue sorted sets), so plain arq
-clients and workers interoperate. taskflow's own keys start with ``taskflow:``.
+This module is the Redis contract's single source of names. Job keys follow arq's layout
+exactly (``arq:job:<id>``, ``arq:in-progress:<id>``, ``arq:result:<id>``, ``arq:retry:<id>``,
+``arq:abort``, queue sorted sets), so plain arq clients and workers interoperate; taskflow's
+own keys start with ``taskflow:``. Lua scripts never spell a name: they receive keys in
+KEYS, and the few they can only derive at run time (a job id found while claiming, a child
+released by a finishing node) they build from the prefixes in :data:`LUA_PREFIXES`, which
+the script loader hands them (see ``scripts.py``).
 """
 
 from __future__ import annotations
+
+import re
+from typing import Final
 
 from arq.constants import (
     abort_jobs_ss,
@@ -20,25 +27,54 @@ __all__ = (
     "ABORT",
     "ALERT_HISTORY",
     "ALERT_IDS",
+    "ALERT_STATE_PREFIX",
+    "ATTEMPT_COUNTER_TTL_S",
+    "DONE_CHANNEL_PREFIX",
+    "FAILURES_PREFIX",
+    "IN_PROGRESS_PREFIX",
+    "JOB_PREFIX",
+    "LUA_PREFIXES",
+    "NODE_JOB_ID_LUA_PATTERN",
+    "NODE_JOB_SEP",
+    "NOTIFY_PREFIX",
+    "RESULT_PREFIX",
+    "RETRY_PREFIX",
+    "RUN_FIELDS",
+    "RUN_PREFIX",
     "SYSTEM_STREAM",
+    "WAKE_PREFIX",
     "WORKERS",
     "alert_state",
+    "done_channel",
     "failures",
     "in_progress",
     "job",
     "metrics_bucket",
+    "node_job_id",
     "notify",
+    "parse_node_job_id",
     "queue",
     "queue_name_of",
     "result",
     "retry",
+    "run",
+    "run_keys",
     "wake_channel",
     "worker",
 )
 
-ABORT: str = abort_jobs_ss
-WORKERS = "taskflow:workers"
-_QUEUE_PREFIX = default_queue_name + ":"
+# -- arq's job keys -------------------------------------------------------------------------
+
+JOB_PREFIX: Final = job_key_prefix  #: ``arq:job:<id>``, the job's payload
+IN_PROGRESS_PREFIX: Final = in_progress_key_prefix  #: the claim: holds the claimer's token
+RESULT_PREFIX: Final = result_key_prefix  #: ``arq:result:<id>``, the finished job's record
+RETRY_PREFIX: Final = retry_key_prefix  #: arq's attempt counter, incremented on every claim
+ABORT: Final[str] = abort_jobs_ss
+"""arq's sorted set of job ids a client asked to abort (score: when)."""
+ATTEMPT_COUNTER_TTL_S: Final = 88400
+"""Expiry of a job's attempt and failure counters, as arq sets on ``arq:retry:<id>``."""
+
+_QUEUE_PREFIX: Final = default_queue_name + ":"
 
 
 def queue(name: str) -> str:
@@ -54,56 +90,54 @@ def queue_name_of(key: str) -> str:
 
 
 def job(job_id: str) -> str:
-    return job_key_prefix + job_id
+    return JOB_PREFIX + job_id
 
 
 def in_progress(job_id: str) -> str:
-    return in_progress_key_prefix + job_id
+    return IN_PROGRESS_PREFIX + job_id
 
 
 def result(job_id: str) -> str:
-    return result_key_prefix + job_id
+    return RESULT_PREFIX + job_id
 
 
 def retry(job_id: str) -> str:
     """arq's attempt counter: incremented on every claim."""
-    return retry_key_prefix + job_id
+    return RETRY_PREFIX + job_id
+
+
+# -- taskflow's per-job keys and channels ---------------------------------------------------
+
+FAILURES_PREFIX: Final = "taskflow:failures:"
+NOTIFY_PREFIX: Final = "taskflow:notify:"
+WAKE_PREFIX: Final = "taskflow:wake:"
+DONE_CHANNEL_PREFIX: Final = "taskflow:done:"
 
 
 def failures(job_id: str) -> str:
     """taskflow's count of failed attempts, to tell failures from lost workers."""
-    return "taskflow:failures:" + job_id
+    return FAILURES_PREFIX + job_id
 
 
 def wake_channel(queue_name: str) -> str:
     """Pub/sub channel on which enqueues wake a queue's idle workers."""
-    return "taskflow:wake:" + queue(queue_name)
+    return WAKE_PREFIX + queue(queue_name)
 
 
 def notify(job_or_run_id: str) -> str:
-    """Holds the channel of a client waiting for this job or run to finish."""
-    return "taskflow:notify:" + job_or_run_id
+    """Set of the channels of clients waiting for this job or run to finish."""
+    return NOTIFY_PREFIX + job_or_run_id
 
 
-SYSTEM_STREAM = "taskflow:metrics:system"
-"""Stream of system samples from every worker (fields: worker, host, sample JSON)."""
+def done_channel(listener_id: str) -> str:
+    """The channel one app's result listener subscribes to (see ``_listener.py``)."""
+    return DONE_CHANNEL_PREFIX + listener_id
 
 
-def metrics_bucket(width_s: int, start_ms: int) -> str:
-    """Hash of job metrics for one resolution (bucket width) and one time bucket."""
-    return f"taskflow:metrics:{width_s}s:{start_ms}"
+# -- workers, metrics, alerts ---------------------------------------------------------------
 
-
-ALERT_HISTORY = "taskflow:alerts:history"
-"""Capped stream of alert events: firing, suppressed, resolved, acknowledged."""
-ALERT_IDS = "taskflow:alerts:ids"
-"""Hash alert id -> rule name."""
-ALERT_STATE_PREFIX = "taskflow:alert:state:"
-
-
-def alert_state(rule: str) -> str:
-    """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""
-    return ALERT_STATE_PREFIX + rule
+WORKERS: Final = "taskflow:workers"
+"""Sorted set of worker ids by last heartbeat."""
 
 
 def worker(worker_id: str) -> str:
@@ -111,16 +145,38 @@ def worker(worker_id: str) -> str:
     return "taskflow:worker:" + worker_id
 
 
+SYSTEM_STREAM: Final = "taskflow:metrics:system"
+"""Stream of system samples from every worker (fields: worker, sample JSON)."""
+
+
+def metrics_bucket(width_s: int, start_ms: int) -> str:
+    """Hash of job metrics for one resolution (bucket width) and one time bucket."""
+    return f"taskflow:metrics:{width_s}s:{start_ms}"
+
+
+ALERT_HISTORY: Final = "taskflow:alerts:history"
+"""Capped stream of alert events: firing, suppressed, resolved, acknowledged."""
+ALERT_IDS: Final = "taskflow:alerts:ids"
+"""Hash alert id -> rule name."""
+ALERT_STATE_PREFIX: Final = "taskflow:alert:state:"
+
+
+def alert_state(rule: str) -> str:
+    """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""
+    return ALERT_STATE_PREFIX + rule
+
+
 # -- graph runs: one key family per run, sharing the hash tag {run_id} -------------------
 
-RUN_FIELDS = (
+RUN_PREFIX: Final = "taskflow:run:"
+RUN_FIELDS: Final = (
     "meta",  # hash: graph, status, total, done, failed, cancelled, cancel, times, retention
-    "nodes",  # hash idx -> JSON spec: name, task, queue, trigger, parents, data parents, template
+    "nodes",  # hash idx -> JSON spec: name, task, queue, trigger, parents, data parents, args
     "state",  # hash idx -> NodeState value
     "pending",  # hash idx -> parents not yet ended
     "bad",  # hash idx -> parents that ended failed, upstream_failed or cancelled
     "skip",  # hash idx -> parents that ended skipped
-    "static",  # hash idx -> what the scripts need, one value: see lua/graph_lib.lua `static`
+    "static",  # hash idx -> what the scripts need, one value: codecs.encode_node_static
     "results",  # hash idx -> JSON result (value, or error data)
     "timing",  # hash "idx:s|f|w|a" -> started ms, finished ms, worker id, attempt
 )
@@ -128,14 +184,39 @@ RUN_FIELDS = (
 
 def run(run_id: str, part: str) -> str:
     """One key of a run's family; every key of a run hashes to the same cluster slot."""
-    return f"taskflow:run:{{{run_id}}}:{part}"
+    return f"{RUN_PREFIX}{{{run_id}}}:{part}"
 
 
 def run_keys(run_id: str) -> list[str]:
-    """All keys of a run, in RUN_FIELDS order."""
+    """All keys of a run, in RUN_FIELDS order (the order the graph scripts expect)."""
     return [run(run_id, part) for part in RUN_FIELDS]
 
 
+NODE_JOB_SEP: Final = "."
+_NODE_JOB_ID: Final = re.compile(r"^([0-9a-f]{32})\.(\d+)$")
+NODE_JOB_ID_LUA_PATTERN: Final = "^(%x+)%.(%d+)$"
+"""The same shape as :func:`parse_node_job_id` accepts, as a Lua pattern."""
+
+
 def node_job_id(run_id: str, index: int) -> str:
-    """The arq job id of a graph node; a re-run reuses it."""
-    return f"{run_id}.{index}"
+    """The arq job id of a graph node (``<run id>.<index>``); a re-run reuses it."""
+    return f"{run_id}{NODE_JOB_SEP}{index}"
+
+
+def parse_node_job_id(job_id: str) -> tuple[str, int] | None:
+    """``(run id, node index)`` if ``job_id`` names a graph node's job, else None."""
+    match = _NODE_JOB_ID.match(job_id)
+    return (match[1], int(match[2])) if match else None
+
+
+LUA_PREFIXES: Final = {
+    "job": JOB_PREFIX,
+    "in_progress": IN_PROGRESS_PREFIX,
+    "retry": RETRY_PREFIX,
+    "failures": FAILURES_PREFIX,
+    "notify": NOTIFY_PREFIX,
+    "wake": WAKE_PREFIX,
+    "run": RUN_PREFIX,
+    "alert_state": ALERT_STATE_PREFIX,
+}
+"""Prefixes of the keys and channels a script can only name at run time, by Lua name."""

@@ -1,35 +1,114 @@
-"""Typed wrappers around the server-side Lua scripts in ``taskflow/lua``.
+"""One typed wrapper per server-side Lua script in ``lua/``: KEYS built here, replies as enums.
 
-Each script is one atomic step of arq's protocol; see the comment at the top of each file.
+Each script is loaded as: constants generated from ``keys.py`` and ``errors.py`` (so Lua
+never spells a key prefix or a failure kind), then ``lua/lib.lua``, then for the scripts
+that end graph nodes ``lua/graph_lib.lua``, then the script itself. Each script's header
+lists its KEYS and ARGV exactly as the wrapper here passes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..errors import FailureKind
 from . import keys
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
+    from redis.asyncio.client import Pipeline
     from redis.commands.core import AsyncScript
 
-    from .batcher import Batcher
+__all__ = (
+    "AbortReply",
+    "AckReply",
+    "AlertAction",
+    "Caller",
+    "Claimed",
+    "FinishMode",
+    "FinishReply",
+    "NodeStart",
+    "NodeVerdict",
+    "Scripts",
+    "lua_source",
+)
 
-__all__ = ("Claimed", "Scripts")
+FinishMode = Literal["done", "retry", "requeue"]
 
 
-def _source(name: str) -> str:
-    return resources.files("taskflow").joinpath("lua", f"{name}.lua").read_text("utf-8")
+class FinishReply(IntEnum):
+    """What ``finish.lua`` and ``finish_node.lua`` did."""
+
+    CLAIM_LOST = 0  #: the caller's lease lapsed and another worker took the job
+    APPLIED = 1
+    ALREADY_FINISHED = 2  #: a repeated call: the job already ended
+    RUN_GONE = 3  #: (graph nodes) the run's state expired or was never there
 
 
-def _node_source(name: str) -> str:
-    return _source("node_lib") + "\n" + _source(name)
+class AbortReply(IntEnum):
+    """What ``abort.lua`` did."""
+
+    NOT_FOUND = -1
+    ALREADY_FINISHED = 0
+    CANCELLED = 1  #: it was queued: removed, with a cancelled result
+    SIGNALLED = 2  #: it is running: flagged for its worker
 
 
-def _graph_source(name: str) -> str:
-    return _source("graph_lib") + "\n" + _source(name)
+class NodeVerdict(StrEnum):
+    """Whether a worker may run a graph node it claimed (``lib.lua``'s node_start)."""
+
+    RUN = "run"
+    CANCELLED = "cancelled"  #: the run is being cancelled
+    GONE = "gone"  #: the run's state expired or was never there
+    ENDED = "ended"  #: the node already reached a terminal state
+
+
+class AlertAction(StrEnum):
+    """What ``alert_step.lua`` decided for one evaluation of one rule."""
+
+    OK = "ok"
+    PENDING = "pending"
+    FIRING = "firing"  #: firing, nothing to send now
+    ACKNOWLEDGED = "acknowledged"
+    NOTIFY_FIRING = "notify_firing"  #: this worker sends the firing notice
+    NOTIFY_RESOLVED = "notify_resolved"  #: this worker sends the resolved notice
+
+
+class AckReply(StrEnum):
+    """What ``alert_ack.lua`` did."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"  #: already acknowledged
+
+
+class Caller(Protocol):
+    """Runs a script call for a wrapper, e.g. in a shared pipeline (the worker's batcher)."""
+
+    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStart:
+    """A node start's reply: the verdict and, to run it, its spec and parents' results."""
+
+    verdict: NodeVerdict
+    spec: bytes = b""
+    parents: tuple[tuple[int, bytes | None, bytes | None], ...] = ()  #: index, state, result
+
+    @classmethod
+    def parse(cls, reply: list[Any]) -> NodeStart:
+        verdict = NodeVerdict(reply[0].decode())
+        if verdict is not NodeVerdict.RUN:
+            return cls(verdict)
+        parents = tuple(
+            (int(reply[j]), reply[j + 1], reply[j + 2]) for j in range(2, len(reply), 3)
+        )
+        return cls(verdict, reply[1], parents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +122,53 @@ class Claimed:
     failures: int
     score: int
     aborted: bool
-    node_start: list[Any] | None = None  #: a graph node's start, done by the claim itself
+    node_start: NodeStart | None = None  #: a graph node's start, done by the claim itself
 
 
-FinishMode = Literal["done", "retry", "requeue"]
+def _lua_string(value: str) -> str:
+    if any(c in value for c in "'\\\n"):
+        raise ValueError(f"cannot embed {value!r} in a Lua string")
+    return f"'{value}'"
+
+
+def _prelude() -> str:
+    prefixes = ", ".join(f"{name} = {_lua_string(p)}" for name, p in keys.LUA_PREFIXES.items())
+    kinds = ", ".join(f"{k.name} = {_lua_string(k.value)}" for k in FailureKind)
+    fields = ", ".join(_lua_string(f) for f in keys.RUN_FIELDS)
+    index = ", ".join(f"{f} = {n}" for n, f in enumerate(keys.RUN_FIELDS, 1))
+    return "\n".join(
+        (
+            "-- generated by taskflow/_protocol/scripts.py from keys.py and errors.py",
+            f"local P = {{{prefixes}}}",
+            f"local KIND = {{{kinds}}}",
+            f"local ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}",
+            f"local NODE_JOB_ID = {_lua_string(keys.NODE_JOB_ID_LUA_PATTERN)}",
+            f"local NODE_JOB_SEP = {_lua_string(keys.NODE_JOB_SEP)}",
+            f"local RUN_FIELDS = {{{fields}}}",
+            f"local RI = {{{index}}}",
+        )
+    )
+
+
+def _file(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+_GRAPH_SCRIPTS = frozenset({"finish_node", "cancel_run"})
+
+
+@cache
+def lua_source(name: str) -> str:
+    """The full source of script ``name`` as loaded into Redis (prelude and libraries)."""
+    parts = [_prelude(), _file("lib")]
+    if name in _GRAPH_SCRIPTS:
+        parts.append(_file("graph_lib"))
+    parts.append(_file(name))
+    return "\n".join(parts)
 
 
 def _job_keys(job_id: str, queue: str) -> list[str]:
+    """finish.lua's and abort.lua's KEYS."""
     return [
         keys.in_progress(job_id),
         keys.job(job_id),
@@ -58,6 +177,7 @@ def _job_keys(job_id: str, queue: str) -> list[str]:
         keys.queue(queue),
         keys.ABORT,
         keys.failures(job_id),
+        keys.notify(job_id),
     ]
 
 
@@ -65,29 +185,60 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, loading on first use)."""
 
     def __init__(self, redis: ArqRedis) -> None:
-        self._enqueue: AsyncScript = redis.register_script(_source("enqueue"))
-        self.enqueue_script = self._enqueue  # for callers that pipeline several enqueues
-        self.metrics_flush_script: AsyncScript = redis.register_script(_source("metrics_flush"))
-        self.alert_step_script: AsyncScript = redis.register_script(_source("alert_step"))
-        self.alert_ack_script: AsyncScript = redis.register_script(_source("alert_ack"))
-        self._claim: AsyncScript = redis.register_script(_node_source("claim"))
-        self._finish: AsyncScript = redis.register_script(_source("finish"))
-        self._abort: AsyncScript = redis.register_script(_source("abort"))
-        self._renew: AsyncScript = redis.register_script(_source("renew"))
-        self._node_start: AsyncScript = redis.register_script(_node_source("node_start"))
-        self._finish_node: AsyncScript = redis.register_script(_graph_source("finish_node"))
-        self._cancel_run: AsyncScript = redis.register_script(_graph_source("cancel_run"))
+        def load(name: str) -> AsyncScript:
+            return redis.register_script(lua_source(name))
+
+        self._enqueue = load("enqueue")
+        self._metrics_flush = load("metrics_flush")
+        self._alert_step = load("alert_step")
+        self._alert_ack = load("alert_ack")
+        self._claim = load("claim")
+        self._finish = load("finish")
+        self._abort = load("abort")
+        self._renew = load("renew")
+        self._node_start = load("node_start")
+        self._finish_node = load("finish_node")
+        self._cancel_run = load("cancel_run")
+
+    @staticmethod
+    async def _call(
+        script: AsyncScript,
+        keys: list[Any],
+        args: list[Any],
+        via: Caller | None = None,
+        pipe: Pipeline | None = None,
+    ) -> Any:
+        if pipe is not None:
+            # queued in the caller's pipeline (redis-py loads the script before MULTI, so
+            # EVALSHA cannot fail half-way with NOSCRIPT); the reply comes from execute()
+            return await script(keys=keys, args=args, client=pipe)
+        if via is None:
+            return await script(keys=keys, args=args)
+        return await via.call(script, keys, args)
+
+    # -- jobs -----------------------------------------------------------------------------
 
     async def enqueue(
-        self, queue: str, expiry_ms: int, jobs: list[tuple[str, bytes, int]]
+        self,
+        queue: str,
+        expiry_ms: int,
+        jobs: list[tuple[str, bytes, int]],
+        *,
+        pipe: Pipeline | None = None,
     ) -> list[bool]:
         """Write jobs ``(id, payload, score ms)`` and add them to ``queue``; for each, False
-        if its id was taken. Wakes the queue's idle workers."""
+        if its id was taken. Wakes the queue's idle workers.
+
+        With ``pipe``, the call is only queued there (its reply comes from ``execute``)
+        and an empty list is returned.
+        """
+        script_keys = [keys.queue(queue)]
         args: list[Any] = [max(expiry_ms, 1)]
         for job_id, payload, score in jobs:
+            script_keys += [keys.job(job_id), keys.result(job_id)]
             args += [job_id, payload, score]
-        flags = await self._enqueue(keys=[keys.queue(queue)], args=args)
-        return [bool(f) for f in flags]
+        flags = await self._call(self._enqueue, script_keys, args, pipe=pipe)
+        return [] if pipe is not None else [bool(f) for f in flags]
 
     async def claim(
         self,
@@ -96,10 +247,14 @@ class Scripts:
         limit: int,
         token: str,
         lease_ms: int,
-        via: Batcher | None = None,
+        via: Caller | None = None,
     ) -> list[Claimed]:
+        """Claim up to ``limit`` ready jobs across ``queues`` (served in that order)."""
         reply: list[Any] = await self._call(
-            self._claim, [keys.queue(q) for q in queues], [now_ms, limit, token, lease_ms], via
+            self._claim,
+            [*(keys.queue(q) for q in queues), keys.ABORT],
+            [now_ms, limit, token, lease_ms],
+            via,
         )
         claimed = []
         for i in range(0, len(reply), 8):
@@ -113,7 +268,7 @@ class Scripts:
                     failures=int(failures),
                     score=int(float(score)),
                     aborted=bool(aborted),
-                    node_start=node,
+                    node_start=NodeStart.parse(node) if node else None,
                 )
             )
         return claimed
@@ -128,25 +283,25 @@ class Scripts:
         result: bytes = b"",
         result_ttl_ms: int = -1,
         score_ms: int = 0,
-        via: Batcher | None = None,
-    ) -> int:
-        """1 applied, 2 already finished (a repeated call), 0 claim lost."""
+        via: Caller | None = None,
+    ) -> FinishReply:
+        """End one attempt of a plain job (see ``lua/finish.lua``)."""
         reply = await self._call(
             self._finish,
             _job_keys(job_id, queue),
             [token, mode, job_id, result, result_ttl_ms, score_ms],
             via,
         )
-        return int(reply)
+        return FinishReply(int(reply))
 
     async def abort(
         self, job_id: str, queue: str, cancelled: bytes, result_ttl_ms: int, now_ms: int
-    ) -> int:
-        """0 already finished, 1 cancelled, 2 signalled to its worker, -1 not found."""
+    ) -> AbortReply:
+        """Cancel a queued job, or flag a running one for its worker."""
         reply = await self._abort(
             keys=_job_keys(job_id, queue), args=[job_id, cancelled, result_ttl_ms, now_ms]
         )
-        return int(reply)
+        return AbortReply(int(reply))
 
     async def renew(
         self, jobs: list[tuple[str, str]], token: str, lease_ms: int, now_ms: int
@@ -162,14 +317,6 @@ class Scripts:
         )
         return [jobs[int(i) - 1][0] for i in lost]
 
-    @staticmethod
-    async def _call(
-        script: AsyncScript, keys: list[Any], args: list[Any], via: Batcher | None
-    ) -> Any:
-        if via is None:
-            return await script(keys=keys, args=args)
-        return await via.call(script, keys, args)
-
     # -- graph runs -----------------------------------------------------------------------
 
     async def node_start(
@@ -179,16 +326,13 @@ class Scripts:
         worker_id: str,
         now_ms: int,
         attempt: int,
-        via: Batcher | None = None,
-    ) -> list[Any]:
-        """Mark a node running; ``['run', spec, parent, state, result, ...]`` or why not."""
+        via: Caller | None = None,
+    ) -> NodeStart:
+        """Mark a node running; its spec and parents' results, or why not."""
         reply: list[Any] = await self._call(
-            self._node_start,
-            keys.run_keys(run_id),
-            [index, worker_id, now_ms, attempt, run_id],
-            via,
+            self._node_start, keys.run_keys(run_id), [index, worker_id, now_ms, attempt], via
         )
-        return reply
+        return NodeStart.parse(reply)
 
     async def finish_node(
         self,
@@ -204,11 +348,13 @@ class Scripts:
         score_ms: int = 0,
         retention_ms: int,
         expiry_ms: int,
-        via: Batcher | None = None,
-    ) -> int:
-        """1 applied, 2 already applied, 0 claim lost, 3 run gone."""
+        via: Caller | None = None,
+    ) -> FinishReply:
+        """End one attempt of a graph node's job and release or settle its children."""
         job_id = keys.node_job_id(run_id, index)
-        job_keys = [
+        script_keys = [
+            *keys.run_keys(run_id),
+            keys.notify(run_id),
             keys.in_progress(job_id),
             keys.job(job_id),
             keys.retry(job_id),
@@ -216,29 +362,58 @@ class Scripts:
             keys.ABORT,
             keys.failures(job_id),
         ]
-        reply = await self._call(
-            self._finish_node,
-            [*keys.run_keys(run_id), *job_keys],
-            [
-                token,
-                mode,
-                job_id,
-                index,
-                state,
-                result,
-                now_ms,
-                score_ms,
-                run_id,
-                retention_ms,
-                expiry_ms,
-            ],
-            via,
-        )
-        return int(reply)
+        args = [
+            token,
+            mode,
+            job_id,
+            index,
+            state,
+            result,
+            now_ms,
+            score_ms,
+            run_id,
+            retention_ms,
+            expiry_ms,
+        ]
+        return FinishReply(int(await self._call(self._finish_node, script_keys, args, via)))
 
-    async def cancel_run(self, run_id: str, now_ms: int, retention_ms: int) -> int:
-        """Running nodes signalled to abort, or -1 if the run is unknown."""
-        reply = await self._cancel_run(
-            keys=keys.run_keys(run_id), args=[run_id, now_ms, retention_ms]
+    async def cancel_run(self, run_id: str, now_ms: int, retention_ms: int) -> int | None:
+        """Cancel a run: the number of running nodes signalled, or None if it is unknown."""
+        reply = int(
+            await self._cancel_run(
+                keys=[*keys.run_keys(run_id), keys.notify(run_id), keys.ABORT],
+                args=[run_id, now_ms, retention_ms],
+            )
         )
-        return int(reply)
+        return None if reply < 0 else reply
+
+    # -- metrics and alerts ---------------------------------------------------------------
+
+    async def metrics_flush(self, buckets: dict[str, tuple[int, list[Any]]]) -> None:
+        """Add aggregated metrics: bucket key -> (ttl ms, flat ``kind, field, value`` ops)."""
+        args: list[Any] = []
+        for ttl, ops in buckets.values():
+            args += [ttl, len(ops) // 3, *ops]
+        await self._metrics_flush(keys=list(buckets), args=args)
+
+    async def alert_step(self, rule: str, args: list[Any]) -> tuple[AlertAction, str, str]:
+        """One evaluation of one rule (ARGV as ``lua/alert_step.lua`` lists, rule name 7th);
+        ``(action, alert id, started ms)``."""
+        reply = await self._alert_step(
+            keys=[keys.alert_state(rule), keys.ALERT_HISTORY, keys.ALERT_IDS], args=args
+        )
+        action, alert_id, started = (part.decode() for part in reply)
+        return AlertAction(action), alert_id, started
+
+    async def alert_ack(
+        self, alert_id: str, by: str, note: str, now_ms: int, history_max: int
+    ) -> tuple[AckReply, str]:
+        """Acknowledge a firing alert: ``(OK, rule)`` or ``(reason, "")``."""
+        reply = await self._alert_ack(
+            keys=[keys.ALERT_IDS, keys.ALERT_HISTORY],
+            args=[alert_id, by, note, now_ms, history_max],
+        )
+        status, detail = (part.decode() for part in reply)
+        if status == "ok":
+            return AckReply.OK, detail
+        return AckReply(detail), ""

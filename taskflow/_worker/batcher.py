@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-    from .worker import Worker
+    from .services import ServiceContext
 
 __all__ = ("Batcher",)
 
 
 class Batcher:
-    """A worker sibling that sends queued script calls in one non-transactional pipeline.
+    """A worker service that sends queued script calls in one non-transactional pipeline.
 
     Each call still runs as its own atomic script; only the round trip is shared. A call
     that fails (connection lost, script error) raises in its caller, who decides to retry.
@@ -53,8 +53,8 @@ class Batcher:
         self._ready.set()
         return await future
 
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
-        self._redis = worker.app.redis
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        self._redis = ctx.redis
         self._running = True
         task_status.started()
         try:

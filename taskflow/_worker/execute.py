@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
 
-from .connection import CONNECTION_ERRORS
-from .errors import ArgumentError, PayloadTooLarge, Retry, SerializationError
-from .metrics.meter import Metered, rss_bytes
-from .metrics.recorder import JobSample
-from .resolver import parse_node_start, start_node
-from .scripts import Claimed
-from .serde import (
+from .._clock import ms_to_datetime, now_ms
+from .._protocol import keys
+from .._protocol.codecs import (
     CorruptPayload,
     JobPayload,
     JobResult,
@@ -33,12 +28,51 @@ from .serde import (
     encode_exception,
     encode_result,
 )
-from .task import JobContext, Task, _current, ms_to_datetime, now_ms
+from .._protocol.scripts import Claimed, FinishReply, NodeVerdict
+from .._retry import decide, lost_attempts
+from ..connection import CONNECTION_ERRORS
+from ..errors import ArgumentError, FailureKind, PayloadTooLarge, Retry, SerializationError
+from ..runs import node_arguments, start_node
+from ..task import JobContext, Task, _current
+from .meter import JobSample, Metered, rss_bytes
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .._client import Client
+    from ..config import WorkerSettings
+    from .batcher import Batcher
+    from .services import Health, JobObserver
 
-__all__ = ("Outcome", "Slot", "execute")
+
+class Runner(Protocol):
+    """What running one job needs from its worker (the Worker is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def app(self) -> Client: ...
+
+    @property
+    def settings(self) -> WorkerSettings: ...
+
+    @property
+    def batcher(self) -> Batcher: ...
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def observers(self) -> Sequence[JobObserver]: ...
+
+    @property
+    def abandon_finishes(self) -> bool:
+        """True once a stopping worker gives up writing outcomes (Redis is unreachable)."""
+        ...
+
+    def note_outcome(self, outcome: Outcome) -> None: ...
+
+
+__all__ = ("Outcome", "Runner", "Slot", "execute")
 
 logger = logging.getLogger("taskflow.worker")
 
@@ -65,15 +99,15 @@ class Outcome:
     retryable: bool = field(default=False, compare=False)
 
 
-def _error(kind: str, message: str) -> dict[str, str]:
-    return {"type": kind, "message": message, "traceback": ""}
+def _error(kind: FailureKind, message: str) -> dict[str, str]:
+    return {"type": kind.value, "message": message, "traceback": ""}
 
 
 def _failed(value: dict[str, Any]) -> Outcome:
     return Outcome("done", "failed", value)
 
 
-async def execute(worker: Worker, slot: Slot) -> None:
+async def execute(worker: Runner, slot: Slot) -> None:
     """Run ``slot``'s job to one outcome and record it."""
     claim = slot.claim
     start = now_ms()
@@ -87,27 +121,18 @@ async def execute(worker: Worker, slot: Slot) -> None:
     except Exception as exc:  # a bug in taskflow itself must not take the worker down
         logger.exception("internal error running job %s", claim.job_id)
         outcome = _failed(encode_exception(exc))
-    node = payload.graph if payload is not None else _node_of(claim.job_id)
+    node = payload.graph if payload is not None else keys.parse_node_job_id(claim.job_id)
     await _record(worker, slot, payload, task, outcome, start, node)
 
 
-_NODE_JOB_ID = re.compile(r"^([0-9a-f]{32})\.(\d+)$")
-
-
-def _node_of(job_id: str) -> tuple[str, int] | None:
-    """The graph node a job id names, for jobs whose payload could not be read."""
-    match = _NODE_JOB_ID.match(job_id)
-    return (match[1], int(match[2])) if match else None
-
-
 def _prepare(
-    worker: Worker, claim: Claimed
+    worker: Runner, claim: Claimed
 ) -> tuple[JobPayload | None, Task[Any, Any] | None, Outcome | None]:
     if claim.payload is None:
         return (
             None,
             None,
-            _failed(_error("taskflow.JobExpired", "job payload expired before it ran")),
+            _failed(_error(FailureKind.JOB_EXPIRED, "job payload expired before it ran")),
         )
     try:
         payload = decode_job(claim.payload, worker.app.settings.max_payload_bytes)
@@ -118,37 +143,37 @@ def _prepare(
         return (
             payload,
             None,
-            Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted before it started")),
+            Outcome("done", "cancelled", _error(FailureKind.ABORTED, "aborted before it started")),
         )
     task = worker.app.tasks.get(payload.task)
     if task is None:
         known = ", ".join(sorted(worker.app.tasks)) or "none"
         message = f"no task named {payload.task!r} on this worker; registered: {known}"
-        return payload, None, _failed(_error("taskflow.UnknownTask", message))
-    lost = claim.attempt - 1 - claim.failures
+        return payload, None, _failed(_error(FailureKind.UNKNOWN_TASK, message))
+    lost = lost_attempts(claim.attempt, claim.failures)
     if lost > worker.settings.max_redeliveries:
         message = (
             f"its worker died during {lost} attempts, over max_redeliveries="
             f"{worker.settings.max_redeliveries}"
         )
-        return payload, task, _failed(_error("taskflow.JobLost", message))
+        return payload, task, _failed(_error(FailureKind.JOB_LOST, message))
     return payload, task, None
 
 
 async def _arguments(
-    worker: Worker, claim: Claimed, payload: JobPayload, task: Task[Any, Any]
+    worker: Runner, claim: Claimed, payload: JobPayload, task: Task[Any, Any]
 ) -> tuple[list[Any], dict[str, Any]] | Outcome:
     """Validated call arguments; a graph node's come from its parents' results."""
     raw_args, raw_kwargs = payload.args, payload.kwargs
     if payload.graph is not None:
         run_id, index = payload.graph
         if claim.node_start is not None:  # the claim script started the node already
-            start = parse_node_start(claim.node_start)
+            start = node_arguments(claim.node_start)
         else:
             start = await start_node(
                 worker.app, run_id, index, worker.id, claim.attempt, via=worker.batcher
             )
-        if start.verdict != "run":
+        if start.verdict is not NodeVerdict.RUN:
             return _not_started(start.verdict)
         raw_args, raw_kwargs = start.args, start.kwargs
     try:
@@ -159,7 +184,7 @@ async def _arguments(
 
 
 async def _run_body(
-    worker: Worker, slot: Slot, payload: JobPayload, task: Task[Any, Any]
+    worker: Runner, slot: Slot, payload: JobPayload, task: Task[Any, Any]
 ) -> Outcome:
     claim = slot.claim
     arguments = await _arguments(worker, claim, payload, task)
@@ -186,7 +211,7 @@ async def _run_body(
             if slot.interrupt is not None:  # interrupted before its body started
                 scope.cancel()
             started = time.perf_counter()
-            metered = Metered(_coroutine(task, args, kwargs)) if worker.metrics else None
+            metered = Metered(_coroutine(task, args, kwargs)) if worker.observers else None
             try:
                 if metered is not None:
                     slot.rss = rss_bytes()
@@ -207,7 +232,7 @@ async def _run_body(
     if outcome is not None and (outcome.status == "succeeded" or slot.interrupt is None):
         return outcome
     if slot.interrupt == "abort":
-        return Outcome("done", "cancelled", _error("taskflow.Aborted", "aborted while running"))
+        return Outcome("done", "cancelled", _error(FailureKind.ABORTED, "aborted while running"))
     if slot.interrupt == "drain":
         return Outcome("requeue")
     timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
@@ -221,10 +246,10 @@ def _coroutine(
     return cast("Coroutine[Any, Any, Any]", task.fn(*args, **kwargs))
 
 
-def _not_started(verdict: str) -> Outcome:
-    if verdict == "gone":
-        return _failed(_error("taskflow.RunNotFound", "its graph run is unknown or expired"))
-    return Outcome("done", "cancelled", _error("taskflow.Cancelled", "run cancelled"))
+def _not_started(verdict: NodeVerdict) -> Outcome:
+    if verdict is NodeVerdict.GONE:
+        return _failed(_error(FailureKind.RUN_NOT_FOUND, "its graph run is unknown or expired"))
+    return Outcome("done", "cancelled", _error(FailureKind.CANCELLED, "run cancelled"))
 
 
 def _retry_or_fail(
@@ -234,21 +259,27 @@ def _retry_or_fail(
     delay: float | None,
     retry_on: tuple[type[BaseException], ...] = (BaseException,),
 ) -> Outcome:
-    """Retry while retries remain and ``exc`` is retryable; otherwise fail with it as data."""
-    if not isinstance(exc, retry_on):
-        return _failed(encode_exception(exc))
-    failures = claim.failures + 1
-    if failures <= task.options.retries:
-        wait = delay if delay is not None else task.options.backoff.delay(failures)
-        return Outcome("retry", delay=wait, value=exc)
+    """Retry while the policy allows it (``_retry.decide``); otherwise fail with ``exc`` as
+    data."""
+    options = task.options
+    decision = decide(
+        failures_before=claim.failures,
+        error=exc,
+        retries=options.retries,
+        backoff=options.backoff,
+        retry_on=retry_on,
+        delay=delay,
+    )
+    if decision.retry:
+        return Outcome("retry", delay=decision.delay, value=exc)
     error = encode_exception(exc)
-    if task.options.retries:
-        error["message"] += f" (after {failures} failed attempts)"
+    if options.retries and isinstance(exc, retry_on):
+        error["message"] += f" (after {decision.failures} failed attempts)"
     return _failed(error)
 
 
 async def _record(
-    worker: Worker,
+    worker: Runner,
     slot: Slot,
     payload: JobPayload | None,
     task: Task[Any, Any] | None,
@@ -277,13 +308,15 @@ async def _record(
             outcome.value,
         )
     worker.note_outcome(outcome)
-    if worker.metrics is not None:
-        worker.metrics.record(_sample(slot, payload, outcome, start, finish))
+    if worker.observers:
+        sample = _sample(slot, payload, outcome, start, finish)
+        for observer in worker.observers:
+            observer.job_finished(sample)
     settings = worker.app.settings
     if node is not None:
         run_id, index = node
 
-        async def call() -> int:
+        async def call() -> FinishReply:
             return await worker.app.scripts.finish_node(
                 run_id,
                 index,
@@ -300,7 +333,7 @@ async def _record(
             )
     else:
 
-        async def call() -> int:
+        async def call() -> FinishReply:
             return await worker.app.scripts.finish(
                 claim.job_id,
                 claim.queue,
@@ -337,7 +370,7 @@ def _sample(
 _MODE_OUTCOME = {"retry": "retrying", "requeue": "requeued", "done": "failed"}
 
 
-def _node_result(worker: Worker, claim: Claimed, outcome: Outcome) -> tuple[str, bytes]:
+def _node_result(worker: Runner, claim: Claimed, outcome: Outcome) -> tuple[str, bytes]:
     """A graph node's final state and the JSON stored for its children and its run."""
     if outcome.mode != "done":
         return "", b""
@@ -349,11 +382,11 @@ def _node_result(worker: Worker, claim: Claimed, outcome: Outcome) -> tuple[str,
         return outcome.status, data
     except (SerializationError, PayloadTooLarge) as exc:
         logger.error("job %s: result not stored: %s", claim.job_id, exc)
-        return "failed", dumps(_error("taskflow.ResultNotEncodable", str(exc)))
+        return "failed", dumps(_error(FailureKind.RESULT_NOT_ENCODABLE, str(exc)))
 
 
 def _encode(
-    worker: Worker,
+    worker: Runner,
     claim: Claimed,
     payload: JobPayload | None,
     task: Task[Any, Any] | None,
@@ -395,7 +428,7 @@ def _encode(
     except (SerializationError, PayloadTooLarge) as exc:
         logger.error("job %s: result not stored: %s", claim.job_id, exc)
         failed = replace(
-            record, status="failed", value=_error("taskflow.ResultNotEncodable", str(exc))
+            record, status="failed", value=_error(FailureKind.RESULT_NOT_ENCODABLE, str(exc))
         )
         return encode_result(failed, [], {}), ttl
 
@@ -409,7 +442,9 @@ def _shorten(error: Any) -> Any:
     }
 
 
-async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitable[int]]) -> None:
+async def finish_job(
+    worker: Runner, claim: Claimed, call: Callable[[], Awaitable[FinishReply]]
+) -> None:
     """Call a finish script until Redis answers.
 
     Not shielded: job tasks are never cancelled from outside (abort, drain and timeouts
@@ -421,15 +456,15 @@ async def finish_job(worker: Worker, claim: Claimed, call: Callable[[], Awaitabl
     while not worker.abandon_finishes:
         try:
             reply = await call()
-            worker.redis_ok()
+            worker.health.redis_ok()
             break
         except CONNECTION_ERRORS as exc:
-            worker.redis_failed(f"finishing job {claim.job_id}", exc)
+            worker.health.redis_failed(f"finishing job {claim.job_id}", exc)
             await anyio.sleep(delay)
             delay = min(delay * 2, cap)
     else:
         return
-    if reply == 0:
+    if reply is FinishReply.CLAIM_LOST:
         logger.warning(
             "job %s: claim lost (lease lapsed); outcome dropped, another worker re-runs it",
             claim.job_id,

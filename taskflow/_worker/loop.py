@@ -1,9 +1,9 @@
-"""The worker: one anyio task group owning the job loop and its sibling coroutines.
+"""The worker: one anyio task group owning the job loop and its services.
 
 Jobs are claimed in batches with one script call across every served queue, following
-arq's lock protocol, and run under one concurrency limit. Siblings (heartbeat, abort
-watcher, and later collectors, alert evaluators, schedules) are children of the same task
-group; a feature adds one by implementing :class:`Sibling`.
+arq's lock protocol, and run under one concurrency limit. Services (batcher, waker,
+heartbeat, abort watcher, and what features add: metrics, alerts, schedules) are children
+of the same task group, each given a :class:`ServiceContext` (see ``services.py``).
 """
 
 from __future__ import annotations
@@ -15,45 +15,34 @@ import signal
 import socket
 import uuid
 from collections import Counter
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
-from . import keys
-from .alerts.manager import AlertEvaluator
+from .._clock import now_ms
+from .._protocol import keys
+from ..config import WorkerSettings
+from ..connection import CONNECTION_ERRORS
+from ..errors import ConfigurationError, LifecycleError
+from .abort import AbortWatcher
 from .batcher import Batcher
-from .config import WorkerSettings
-from .connection import CONNECTION_ERRORS
-from .errors import LifecycleError
-from .execution import Outcome, Slot, execute
-from .heartbeat import AbortWatcher, Heartbeat
-from .metrics import MetricsRecorder, SystemCollector
-from .notify import Waker
-from .task import now_ms
+from .execute import Outcome, Slot, execute
+from .heartbeat import Heartbeat
+from .services import Health, JobObserver, Service, ServiceContext
+from .waker import Waker
 
 if TYPE_CHECKING:
-    from .app import TaskFlow
+    from collections.abc import Iterable
 
-__all__ = ("Sibling", "Worker")
+    from .._client import Client
+
+__all__ = ("Worker",)
 
 logger = logging.getLogger("taskflow.worker")
-
-
-@runtime_checkable
-class Sibling(Protocol):
-    """A coroutine that lives beside the job loop for the worker's whole life.
-
-    ``run`` calls ``task_status.started()`` once ready, then loops until cancelled.
-    It must survive Redis outages itself (catch, log, back off); an exception escaping
-    ``run`` stops the worker.
-    """
-
-    name: str
-
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None: ...
 
 
 class _State(enum.Enum):
@@ -71,35 +60,29 @@ class Worker:
 
     def __init__(
         self,
-        app: TaskFlow,
+        app: Client,
         settings: WorkerSettings,
         *,
-        siblings: tuple[Sibling, ...] | list[Sibling] = (),
+        services: Iterable[Service] = (),
+        observers: Iterable[JobObserver] = (),
     ) -> None:
         self.app = app
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.queues = list(settings.queues)
+        self.health = Health(settings.reconnect_backoff_cap.total_seconds())
         self.batcher = Batcher()
-        metrics = app.settings.metrics
-        self.metrics = MetricsRecorder(metrics) if metrics.enabled else None
-        measured: list[Sibling] = [self.metrics, SystemCollector()] if self.metrics else []
-        measured.append(AlertEvaluator(settings.alert_interval.total_seconds()))
-        self.siblings: list[Sibling] = [
-            self.batcher,
-            Waker(),
-            Heartbeat(),
-            AbortWatcher(),
-            *measured,
-            *siblings,
-        ]
+        self.observers: list[JobObserver] = list(observers)
+        #: the core services, then those added by features and users, started in order
+        self.services: list[Service] = [self.batcher, Waker(), Heartbeat(), AbortWatcher()]
+        for service in services:
+            self.add_service(service)
         self.running: dict[str, Slot] = {}
         self._successors: dict[str, Slot] = {}
         self.counts: Counter[str] = Counter()
         self.started_ms = 0
         self.abandon_finishes = False
         self._hurry = False  # a second signal: skip the grace period
-        self._outage = False
         self._grace: anyio.CancelScope | None = None
         self._state = _State.NEW
         self._stop = anyio.Event()
@@ -109,6 +92,37 @@ class Worker:
         self._jobs: TaskGroup | None = None
         self._outer: TaskGroup | None = None
         self._owns_app = False
+
+    def add_service(self, service: Service) -> None:
+        """Run ``service`` beside the job loop; only before the worker starts.
+
+        A service that is also a :class:`JobObserver` is told about every finished attempt.
+
+        :raises LifecycleError: the worker has started.
+        :raises ConfigurationError: ``service`` lacks ``name`` or ``run``.
+        """
+        if self._state is not _State.NEW:
+            raise LifecycleError(f"worker {self.id} has started; add services before")
+        if not isinstance(service, Service):
+            raise ConfigurationError(
+                f"{service!r} is not a service: it needs a `name` and "
+                "`async def run(self, ctx, *, task_status)`"
+            )
+        self.services.append(service)
+        if isinstance(service, JobObserver) and service not in self.observers:
+            self.observers.append(service)
+
+    def context(self) -> ServiceContext:
+        """What this worker's services receive."""
+        return ServiceContext(
+            worker_id=self.id,
+            queues=tuple(self.queues),
+            settings=self.settings,
+            client=self.app,
+            health=self.health,
+            jobs=self,
+            wake=self.wake,
+        )
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.settings.concurrency}>"
@@ -126,8 +140,9 @@ class Worker:
         self.app.redis  # noqa: B018 - raises LifecycleError early if the app is not open
         try:
             async with anyio.create_task_group() as outer:
-                for sibling in self.siblings:
-                    await outer.start(sibling.run, self)
+                context = self.context()
+                for service in self.services:
+                    await outer.start(partial(service.run, context), name=service.name)
                 async with anyio.create_task_group() as jobs:
                     self._jobs = jobs
                     jobs.start_soon(self._job_loop)
@@ -168,11 +183,19 @@ class Worker:
             await self.app.__aenter__()
             self._owns_app = True
         self._outer = anyio.create_task_group()
-        await self._outer.__aenter__()
         try:
-            await self._outer.start(self.serve)
-        except BaseException as exc:
-            await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+            await self._outer.__aenter__()
+            try:
+                await self._outer.start(self.serve)
+            except BaseException as exc:
+                await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        except BaseException:
+            # the worker never started, so __aexit__ will not run: close what we opened
+            if self._owns_app:
+                self._owns_app = False
+                with anyio.CancelScope(shield=True):
+                    await self.app.aclose()
             raise
         return self
 
@@ -188,7 +211,9 @@ class Worker:
             await self._outer.__aexit__(exc_type, exc, tb)
         finally:
             if self._owns_app:
-                await self.app.aclose()
+                self._owns_app = False
+                with anyio.CancelScope(shield=True):  # closes even when leaving on cancellation
+                    await self.app.aclose()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -228,37 +253,17 @@ class Worker:
                     order, now_ms(), free, self.id, lease_ms, via=self.batcher
                 )
             except CONNECTION_ERRORS as exc:
-                self.redis_failed("claiming", exc)
+                self.health.redis_failed("claiming", exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, cap)
                 continue
-            self.redis_ok()
+            self.health.redis_ok()
             backoff = 0.05
             order.append(order.pop(0))  # rotate, so no queue starves the others
             for claim in claimed:
                 self._start(Slot(claim))
             if len(claimed) < free:
                 await self._sleep(poll)
-
-    def redis_failed(self, doing: str, exc: BaseException) -> None:
-        """Note that Redis did not answer; logs once per outage, not once per call."""
-        if not self._outage:
-            self._outage = True
-            logger.warning(
-                "Redis unreachable while %s (%s); running jobs go on, Redis calls are retried "
-                "with backoff up to %gs",
-                doing,
-                exc,
-                self.settings.reconnect_backoff_cap.total_seconds(),
-            )
-        else:
-            logger.debug("Redis still unreachable while %s: %s", doing, exc)
-
-    def redis_ok(self) -> None:
-        """Note that Redis answered; logs the end of an outage."""
-        if self._outage:
-            self._outage = False
-            logger.info("Redis reachable again")
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(seconds):
@@ -306,7 +311,7 @@ class Worker:
             self._grace.cancel()
         self._interrupt_all("drain")
 
-    def interrupt(self, job_id: str, reason: str) -> bool:
+    def interrupt(self, job_id: str, reason: Literal["abort", "drain"]) -> bool:
         """Cancel a running job's body; ``reason`` is "abort" or "drain".
 
         A job whose body has not started yet is marked, and never starts.
@@ -319,7 +324,7 @@ class Worker:
             slot.scope.cancel()
         return True
 
-    def _interrupt_all(self, reason: str) -> None:
+    def _interrupt_all(self, reason: Literal["abort", "drain"]) -> None:
         for job_id in list(self.running):
             self.interrupt(job_id, reason)
         for slot in self._successors.values():

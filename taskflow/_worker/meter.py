@@ -14,16 +14,33 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psutil
 
-__all__ = ("Metered", "rss_bytes")
+__all__ = ("JobSample", "Metered", "rss_bytes")
 
 T = TypeVar("T")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _thread_time = time.thread_time
+
+
+@dataclass(frozen=True, slots=True)
+class JobSample:
+    """One attempt of one job, as measured by its worker."""
+
+    task: str
+    queue: str
+    outcome: str  # succeeded | failed | cancelled | retrying | requeued
+    attempt: int
+    finished_ms: int
+    wait: float  # seconds from when it was due (enqueued or scheduled) to its start
+    run: float  # wall seconds of the attempt's body
+    cpu: float  # CPU seconds of the attempt's own coroutine steps
+    memory: int  # bytes the process's RSS grew during the attempt (>= 0)
+    rss: int  # bytes of process RSS when the attempt ended
 
 
 class Metered(Generic[T]):

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..config import Duration
+from ..errors import ChannelError
 
 __all__ = (
     "AlertEvent",
@@ -256,10 +257,6 @@ async def _post(url: str, body: bytes, headers: dict[str, str], timeout: timedel
     if response.status_code >= 300:
         # the status only: the URL may carry a token
         raise ChannelError(f"answered HTTP {response.status_code}")
-
-
-class ChannelError(Exception):
-    """A delivery failed; the message never contains secrets."""
 
 
 ChannelConfig = Annotated[Log | Console | Webhook | Slack | Email, Field(discriminator="type")]

@@ -20,17 +20,18 @@ import anyio
 from anyio import CancelScope, fail_after, get_cancelled_exc_class
 from anyio.abc import TaskGroup, TaskStatus
 
-from .. import keys
+from .._clock import ms_to_datetime, now_ms
+from .._protocol import keys
+from .._protocol.scripts import AckReply, AlertAction
 from ..connection import CONNECTION_ERRORS
-from ..errors import ConfigurationError, LookupMiss
-from ..task import ms_to_datetime, now_ms
+from ..errors import AlertNotFound, ConfigurationError
 from .channels import AlertEvent, Channel
 from .rules import AlertRule, ConditionResult, load_rules, render_message
 from .sources import Measurer
 
 if TYPE_CHECKING:
-    from ..app import TaskFlow
-    from ..worker import Worker
+    from .._client import Client
+    from .._worker.services import Health, ServiceContext
 
 __all__ = ("AlertEvaluator", "AlertManager", "AlertNotFound", "AlertRecord")
 
@@ -39,10 +40,6 @@ logger = logging.getLogger("taskflow.alerts")
 HISTORY_MAX = 10_000
 _DELIVERY_ATTEMPTS = 4
 _SEND_DEADLINE = 20.0  # seconds one delivery attempt may take, whatever the channel's timeout
-
-
-class AlertNotFound(LookupMiss):
-    """No firing alert has that id (unknown, already resolved, or already acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +61,7 @@ class AlertRecord:
 class AlertManager:
     """Alert rules of an app, and the cluster's alert state in Redis."""
 
-    def __init__(self, app: TaskFlow) -> None:
+    def __init__(self, app: Client) -> None:
         self.app = app
         self._rules: dict[str, AlertRule] = {}
 
@@ -102,14 +99,10 @@ class AlertManager:
         """
         if not by:
             raise ConfigurationError("ack needs by= (who acknowledges)")
-        reply = await self.app.scripts.alert_ack_script(
-            keys=[keys.ALERT_IDS, keys.ALERT_HISTORY],
-            args=[alert_id, by, note, now_ms(), HISTORY_MAX, keys.alert_state("")],
-        )
-        verdict, detail = (str(part.decode()) for part in reply)
-        if verdict != "ok":
-            raise AlertNotFound(f"alert {alert_id!r} cannot be acknowledged: it is {detail}")
-        return detail
+        verdict, rule = await self.app.scripts.alert_ack(alert_id, by, note, now_ms(), HISTORY_MAX)
+        if verdict is not AckReply.OK:
+            raise AlertNotFound(f"alert {alert_id!r} cannot be acknowledged: it is {verdict.value}")
+        return rule
 
     async def history(
         self, since: timedelta | datetime = timedelta(hours=24), limit: int = 1000
@@ -151,39 +144,41 @@ class AlertEvaluator:
 
     name = "alert-evaluator"
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, manager: AlertManager, interval: float) -> None:
+        self.manager = manager
         self.interval = interval
         self._deliveries: TaskGroup | None = None
 
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as deliveries:
             self._deliveries = deliveries
             task_status.started()
             while True:
-                await self.evaluate(worker)
+                await self.evaluate(ctx.health)
                 await anyio.sleep(self.interval)
 
-    async def evaluate(self, worker: Worker) -> None:
+    async def evaluate(self, health: Health) -> None:
         """One round over every rule; a rule that cannot be measured is skipped, logged."""
-        rules = [r for r in worker.app.alerts.rules if r.enabled]
+        rules = [r for r in self.manager.rules if r.enabled]
         if not rules:
             return
-        measurer = Measurer(worker.app)
+        measurer = Measurer(self.manager.app)
         for rule in rules:
             try:
-                await self._step(worker, rule, measurer)
+                await self._step(rule, measurer)
             except CONNECTION_ERRORS as exc:
-                worker.redis_failed("evaluating alerts", exc)
+                health.redis_failed("evaluating alerts", exc)
                 return
             except Exception:
                 logger.exception("alert rule %s could not be evaluated", rule.name)
 
-    async def _step(self, worker: Worker, rule: AlertRule, measurer: Measurer) -> None:
+    async def _step(self, rule: AlertRule, measurer: Measurer) -> None:
+        app = self.manager.app
         values = [await measurer.value(c) for c in rule.conditions]
         holds, results = rule.evaluate(values)
         first = next((r for r in results if r.holds), results[0])
         now = now_ms()
-        async with worker.app.redis.pipeline(transaction=False) as pipe:
+        async with app.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.alert_state(rule.name), ["state", "started_at"])
             [(state, started_ms)] = await pipe.execute()
         # history and notices carry the start of the alert they belong to: a resolution or a
@@ -191,9 +186,9 @@ class AlertEvaluator:
         ongoing = state in (b"firing", b"acknowledged") and started_ms
         started = _iso(int(started_ms)) if ongoing else _iso(now)
         message = render_message(rule, "firing" if holds else "resolved", results, started)
-        reply = await worker.app.scripts.alert_step_script(
-            keys=[keys.alert_state(rule.name), keys.ALERT_HISTORY, keys.ALERT_IDS],
-            args=[
+        action, alert_id, started = await app.scripts.alert_step(
+            rule.name,
+            [
                 int(holds),
                 now,
                 int(rule.for_.total_seconds() * 1000),
@@ -207,9 +202,8 @@ class AlertEvaluator:
                 HISTORY_MAX,
             ],
         )
-        action, alert_id, started = (part.decode() for part in reply)
-        if action in ("notify_firing", "notify_resolved"):
-            state = "firing" if action == "notify_firing" else "resolved"
+        if action in (AlertAction.NOTIFY_FIRING, AlertAction.NOTIFY_RESOLVED):
+            state = "firing" if action is AlertAction.NOTIFY_FIRING else "resolved"
             started_at = _iso(int(started)) if started else _iso(now)
             event = _event(rule, alert_id, state, results, started_at, now)
             assert self._deliveries is not None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import keys
-from ..heartbeat import live_workers
-from ..task import now_ms
+from .._clock import now_ms
+from .._protocol import keys
+from .._registry import live_workers
+from ..metrics import Metrics
 
 if TYPE_CHECKING:
-    from ..app import TaskFlow
+    from .._client import Client
     from .rules import Condition
 
 __all__ = ("Measurer",)
@@ -19,7 +20,7 @@ class Measurer:
     """Values for conditions, cached per evaluation round (rules sharing a metric, task,
     queue and window cost one read)."""
 
-    def __init__(self, app: TaskFlow) -> None:
+    def __init__(self, app: Client) -> None:
         self.app = app
         self._cache: dict[tuple[object, ...], float | None] = {}
 
@@ -45,7 +46,7 @@ class Measurer:
             return float(sum(1 for w in workers if c.queue is None or c.queue in w.queues))
         if metric in ("system_cpu", "system_memory", "loop_lag"):
             return await self._system(metric, c)
-        summary = await self.app.metrics.summary(task=c.task, queue=c.queue, since=c.window)
+        summary = await Metrics(self.app).summary(task=c.task, queue=c.queue, since=c.window)
         if metric == "failure_rate":
             return summary.failure_rate if summary.count else None
         if metric == "throughput":
@@ -60,7 +61,7 @@ class Measurer:
         return value
 
     async def _system(self, metric: str, c: Condition) -> float | None:
-        samples = await self.app.metrics.system(since=c.window)
+        samples = await Metrics(self.app).system(since=c.window)
         values = []
         for series in samples.values():
             if not series:

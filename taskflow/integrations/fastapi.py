@@ -41,15 +41,16 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from .. import keys
+from .._clock import now_ms
+from .._protocol import keys
+from .._protocol.codecs import JobResult
+from .._registry import WorkerInfo, live_workers
 from ..app import TaskFlow
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import LifecycleError
-from ..heartbeat import WorkerInfo, live_workers
 from ..metrics.prometheus import CONTENT_TYPE, MetricsExporter
-from ..serde import JobResult
-from ..task import JobStatus, now_ms
+from ..task import JobStatus
 
 __all__ = (
     "HealthReport",

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._worker.meter import JobSample
 from .histogram import RELATIVE_ERROR, Histogram
 from .query import Aggregate, Distribution, Metrics, MetricsSummary
-from .recorder import JobSample, MetricsRecorder
+from .recorder import MetricsRecorder
 from .system import SystemCollector, SystemSample
 
 if TYPE_CHECKING:

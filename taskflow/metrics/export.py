@@ -27,10 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigurationError
 from .histogram import RELATIVE_ERROR
+from .query import Metrics
 from .system import SystemSample
 
 if TYPE_CHECKING:
-    from ..app import TaskFlow
+    from .._client import Client
     from .query import Distribution, MetricsSummary
 
 __all__ = (
@@ -184,7 +185,7 @@ def _window(since: timedelta | datetime, until: datetime | None) -> tuple[dateti
 
 
 async def collect(
-    app: TaskFlow,
+    app: Client,
     since: timedelta | datetime = timedelta(hours=1),
     until: datetime | None = None,
     *,
@@ -204,7 +205,7 @@ async def collect(
     """
     start, end = _window(since, until)
     generated = datetime.now(UTC)
-    metrics = app.metrics
+    metrics = Metrics(app)
     rows = await metrics.summaries(start, end)
     total = await metrics.summary(task, queue, start, end)
     system = await metrics.system(start, end)
@@ -243,7 +244,7 @@ def to_csv(document: MetricsExport) -> str:
 
 
 async def export(
-    app: TaskFlow,
+    app: Client,
     format: str = "json",
     since: timedelta | datetime = timedelta(hours=1),
     until: datetime | None = None,

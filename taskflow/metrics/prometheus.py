@@ -25,33 +25,43 @@ Serve it with the FastAPI router (``GET /metrics``), a worker sibling
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from http import HTTPStatus
+from typing import IO, TYPE_CHECKING, Any, Final, cast
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.from_thread import BlockingPortal
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from redis.exceptions import RedisError
 
-from .. import keys
+from .._clock import now_ms
+from .._protocol import keys
+from .._registry import live_workers
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError
-from ..heartbeat import live_workers
-from ..task import now_ms
 from .histogram import Histogram, value_of
+from .query import Metrics
 from .recorder import MEASURES
 
 if TYPE_CHECKING:
+    from wsgiref.headers import Headers
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
     from prometheus_client.metrics_core import Metric
 
-    from ..app import TaskFlow
-    from ..worker import Worker
+    from .._client import Client
+    from .._worker.services import ServiceContext
 
 __all__ = ("LABELS", "MetricsExporter", "MetricsServer", "render")
 
@@ -144,7 +154,7 @@ class MetricsExporter:
     """
 
     def __init__(
-        self, app: TaskFlow, *, queues: Iterable[str] = (), settle: timedelta | None = None
+        self, app: Client, *, queues: Iterable[str] = (), settle: timedelta | None = None
     ) -> None:
         self.app = app
         self.queues = tuple(queues)
@@ -196,7 +206,7 @@ class MetricsExporter:
         return generate_latest(registry)
 
     async def _read(self, start_ms: int, end_ms: int) -> dict[_Key, _Series]:
-        _, merged = await self.app.metrics.aggregate(start_ms, end_ms, _GROUP)
+        _, merged = await Metrics(self.app).aggregate(start_ms, end_ms, _GROUP)
         out: dict[_Key, _Series] = {}
         for (task, queue, outcome), m in merged.items():
             key = (str(task), str(queue), str(outcome))
@@ -248,10 +258,10 @@ def _job_families(series: dict[_Key, _Series]) -> list[Metric]:
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 """Content type of :meth:`MetricsExporter.render`'s output."""
 
-_exporters: weakref.WeakKeyDictionary[TaskFlow, MetricsExporter] = weakref.WeakKeyDictionary()
+_exporters: weakref.WeakKeyDictionary[Client, MetricsExporter] = weakref.WeakKeyDictionary()
 
 
-async def render(app: TaskFlow) -> bytes:
+async def render(app: Client) -> bytes:
     """Prometheus text for ``app``, from one :class:`MetricsExporter` per app kept for this
     process (so its counters count from the first call).
 
@@ -268,61 +278,114 @@ async def render(app: TaskFlow) -> bytes:
     return await exporter.render()
 
 
-# -- the worker sibling: a tiny HTTP server ----------------------------------------------
+# -- the worker service: prometheus-client's WSGI server in a thread ---------------------
 
-_MAX_HEAD = 16 * 1024
-_REASONS: Final = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+_MAX_HEAD = 16 * 1024  # bytes of request headers accepted (a scrape sends a few hundred)
+_POLL = 0.2  # seconds the server thread takes to notice a shutdown
 _SCRAPE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisError, LifecycleError)
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
+class _ResponseHandler(ServerHandler):
+    """wsgiref's response writer, speaking HTTP/1.1 and closing after each response."""
+
+    http_version = "1.1"
+    headers: Headers
+    request_handler: WSGIRequestHandler
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        self.headers["Connection"] = "close"  # one request per connection
 
 
-async def _read_head(stream: SocketStream) -> bytes:
-    """The request line and headers (a scrape has no body)."""
-    head = b""
-    while b"\r\n\r\n" not in head and b"\n\n" not in head:  # bare LF: a hand-typed request
-        head += await stream.receive(4096)
-        if len(head) > _MAX_HEAD:
-            raise _BadRequest(431, "request head too large")
-    return head
+class _Server(ThreadingWSGIServer):
+    """prometheus-client's threaded WSGI server, bound to ``host``'s first address family
+    (IPv4 or IPv6), with a per-connection socket timeout and quiet error reporting."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.address_family, _, _, _, address = infos[0]
+        self.request_timeout = timeout
+        super().__init__((str(address[0]), port), _RequestHandler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client that went away or was too slow: nothing to answer, nothing to report
+        logger.debug("metrics server: request from %s failed", client_address, exc_info=True)
 
 
-def _response(status: int, body: bytes, content_type: str, extra: str = "") -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+class _RequestHandler(WSGIRequestHandler):
+    """wsgiref's request handler (http.server parses the request), stricter about what it
+    accepts: a full HTTP/1.x request line, at most :data:`_MAX_HEAD` bytes of headers."""
+
+    protocol_version = "HTTP/1.1"  # status line of the errors http.server answers itself
+    default_request_version = "HTTP/1.1"  # so a malformed request line gets a status line
+    error_content_type = "text/plain; charset=utf-8"  # like every other answer, not HTML
+    error_message_format = "%(code)d: %(message)s\n"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # each read and write
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3:  # "GET /metrics": HTTP/0.9, not served
+            self.send_error(HTTPStatus.BAD_REQUEST, "malformed request line")
+            return False
+        if sum(len(k) + len(v) for k, v in self.headers.items()) > _MAX_HEAD:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
+            return False
+        return True
+
+    def handle(self) -> None:
+        # wsgiref's own handle(), with the HTTP/1.1 response writer
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            return
+        if not self.parse_request():
+            return
+        app = self.server.get_app()
+        assert app is not None
+        writer = cast("IO[bytes]", self.wfile)
+        handler = _ResponseHandler(
+            self.rfile, writer, self.get_stderr(), self.get_environ(), multithread=False
+        )
+        handler.request_handler = self
+        handler.run(app)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics server: %s", format % args)
+
+
+def _stop(server: _Server, thread: threading.Thread) -> None:
+    """Stop accepting connections; requests under way finish in their own threads."""
+    server.shutdown()
+    thread.join()
 
 
 class MetricsServer:
-    """A worker sibling serving ``GET /metrics`` (Prometheus text) over plain HTTP/1.1.
+    """A worker service serving ``GET /metrics`` (Prometheus text) over HTTP.
 
-    Every path but ``/metrics`` answers 404, methods other than GET and HEAD 405, malformed
-    requests 400, and a scrape while Redis is unreachable 503. One request per connection.
-    After start, :attr:`port` is the port really bound (useful with ``port=0``).
+    prometheus-client's threaded WSGI server runs in a thread; each scrape is rendered on
+    the worker's event loop, so it reads Redis through the worker's app. Every path but
+    ``/metrics`` answers 404, methods other than GET and HEAD 405, malformed requests 400,
+    and a scrape while Redis is unreachable (or slower than ``timeout``) 503. One request
+    per connection. After start, :attr:`port` is the port really bound (useful with
+    ``port=0``). The server stops, and its port closes, when the worker stops.
 
     :param port: TCP port; 0 picks a free one.
-    :param host: address to bind; loopback by default, ``0.0.0.0`` for every interface.
+    :param host: address to bind; loopback by default, ``0.0.0.0`` for every IPv4
+        interface, ``::`` for IPv6. A name binds the first address it resolves to.
     :param exporter: the exporter to serve; by default one over the worker's app and queues.
-    :param timeout: seconds a client has to send its request.
+    :param timeout: seconds a client has for each read and write, and a scrape for its
+        rendering.
     :raises ConfigurationError: at worker start, when the address cannot be bound.
 
     Example::
 
-        async with app, app.worker(siblings=[MetricsServer(9464)]) as worker: ...
+        async with app, app.worker(services=[MetricsServer(9464)]) as worker: ...
     """
 
     name = "metrics-server"
@@ -339,52 +402,78 @@ class MetricsServer:
         self.host = host
         self.exporter = exporter
         self.timeout = timeout
+        self._serving = False
 
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
-        exporter = self.exporter or MetricsExporter(worker.app, queues=worker.queues)
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        exporter = self.exporter or MetricsExporter(ctx.client, queues=ctx.queues)
         self.exporter = exporter
-        try:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        try:  # in a thread: binding may resolve names
+            server = await anyio.to_thread.run_sync(_Server, self.host, self.port, self.timeout)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from exc
-        async with listener, anyio.create_task_group() as tg:
-            self.port = listener.extra(SocketAttribute.local_port)
-            logger.info("serving Prometheus metrics at http://%s:%d/metrics", self.host, self.port)
-            task_status.started()
-            await listener.serve(partial(self._handle, exporter), task_group=tg)
-
-    async def _handle(self, exporter: MetricsExporter, stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(self.timeout):
-                    try:
-                        reply = await self._reply(exporter, await _read_head(stream))
-                    except _BadRequest as exc:
-                        reply = _response(exc.status, f"{exc}\n".encode(), "text/plain")
-                    await stream.send(reply)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError):
-                pass  # the client went away or was too slow: nothing to answer
-            except Exception:  # a bug here must not stop the worker
-                logger.exception("metrics server: error answering a request")
-
-    async def _reply(self, exporter: MetricsExporter, head: bytes) -> bytes:
-        parts = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1").split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise _BadRequest(400, "malformed request line")
-        method, target, _ = parts
-        if target.split("?", 1)[0] != "/metrics":
-            return _response(404, b"not found; metrics are at /metrics\n", "text/plain")
-        if method not in ("GET", "HEAD"):
-            return _response(405, b"use GET\n", "text/plain", "Allow: GET, HEAD\r\n")
         try:
-            body = await exporter.render()
+            # scrapes run as tasks of this portal, so stopping the service cancels them
+            async with BlockingPortal() as portal:
+                server.set_app(partial(self._answer, portal, exporter))
+                thread = threading.Thread(
+                    target=server.serve_forever, args=(_POLL,), name=self.name, daemon=True
+                )
+                thread.start()
+                self._serving = True
+                try:
+                    self.port = server.server_port
+                    logger.info(
+                        "serving Prometheus metrics at http://%s:%d/metrics", self.host, self.port
+                    )
+                    task_status.started()
+                    await anyio.sleep_forever()
+                finally:
+                    self._serving = False
+                    with anyio.CancelScope(shield=True):  # returns within _POLL seconds
+                        await anyio.to_thread.run_sync(_stop, server, thread)
+        finally:
+            server.server_close()
+
+    async def _render(self, exporter: MetricsExporter) -> bytes:
+        with anyio.fail_after(self.timeout):
+            return await exporter.render()
+
+    def _answer(
+        self,
+        portal: BlockingPortal,
+        exporter: MetricsExporter,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> list[bytes]:
+        """The WSGI application; runs in a server thread."""
+        method = environ["REQUEST_METHOD"]
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if environ["PATH_INFO"] != "/metrics":
+            status, body = "404 Not Found", b"not found; metrics are at /metrics\n"
+        elif method not in ("GET", "HEAD"):
+            status, body = "405 Method Not Allowed", b"use GET\n"
+            headers.append(("Allow", "GET, HEAD"))
+        else:
+            status, body = self._scrape(portal, exporter)
+            if status.startswith("200"):
+                headers = [("Content-Type", CONTENT_TYPE)]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [] if method == "HEAD" else [body]
+
+    def _scrape(self, portal: BlockingPortal, exporter: MetricsExporter) -> tuple[str, bytes]:
+        try:
+            return "200 OK", portal.call(self._render, exporter)
+        except TimeoutError:  # before _SCRAPE_ERRORS: it is an OSError
+            logger.warning("metrics scrape failed: no answer within %gs", self.timeout)
+            return "503 Service Unavailable", b"scrape timed out\n"
         except _SCRAPE_ERRORS as exc:
             logger.warning("metrics scrape failed: Redis unavailable (%s)", exc)
-            return _response(503, f"redis unavailable: {exc}\n".encode(), "text/plain")
+            return "503 Service Unavailable", f"redis unavailable: {exc}\n".encode()
         except Exception:
+            if not self._serving:  # the worker stopped during the scrape
+                return "503 Service Unavailable", b"the worker is stopping\n"
             logger.exception("metrics scrape failed")
-            return _response(500, b"internal error; see the worker's log\n", "text/plain")
-        reply = _response(200, body, CONTENT_TYPE)
-        return reply[: len(reply) - len(body)] if method == "HEAD" else reply
+            return "500 Internal Server Error", b"internal error; see the worker's log\n"

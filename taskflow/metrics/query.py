@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .. import keys
+from .._clock import ms_to_datetime, now_ms
+from .._protocol import keys
 from ..config import Resolution
 from ..errors import ConfigurationError
-from ..task import ms_to_datetime, now_ms
 from .histogram import Histogram
 from .recorder import MEASURES, SEP
 from .system import SystemSample
 
 if TYPE_CHECKING:
-    from ..app import TaskFlow
+    from .._client import Client
 
 __all__ = ("Distribution", "Metrics", "MetricsSummary")
 
@@ -135,7 +135,7 @@ def _window(since: timedelta | datetime, until: datetime | None) -> tuple[int, i
 class Metrics:
     """Cluster-wide job and system metrics; ``app.metrics``."""
 
-    def __init__(self, app: TaskFlow) -> None:
+    def __init__(self, app: Client) -> None:
         self.app = app
 
     def _resolution(self, start_ms: int) -> Resolution:

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from .. import keys
+from .._protocol import keys
+from .._worker.meter import JobSample
 from ..connection import CONNECTION_ERRORS
 from .histogram import Histogram, bucket_of
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
-
+    from .._protocol.scripts import Scripts
+    from .._worker.services import Health, ServiceContext
     from ..config import MetricsSettings
-    from ..worker import Worker
 
 __all__ = ("MEASURES", "SEP", "JobSample", "MetricsRecorder")
 
@@ -35,22 +35,6 @@ logger = logging.getLogger(__name__)
 SEP = "\x1f"
 MEASURES = ("r", "w", "c", "m")  # run time, queue wait, CPU time, memory growth
 _MAX_PENDING_KEYS = 50_000  # aggregates kept while Redis is unreachable
-
-
-@dataclass(frozen=True, slots=True)
-class JobSample:
-    """One attempt of one job, as measured by its worker."""
-
-    task: str
-    queue: str
-    outcome: str  # succeeded | failed | cancelled | retrying | requeued
-    attempt: int
-    finished_ms: int
-    wait: float  # seconds from when it was due (enqueued or scheduled) to its start
-    run: float  # wall seconds of the attempt's body
-    cpu: float  # CPU seconds of the attempt's own coroutine steps
-    memory: int  # bytes the process's RSS grew during the attempt (>= 0)
-    rss: int  # bytes of process RSS when the attempt ended
 
 
 @dataclass(slots=True)
@@ -93,9 +77,10 @@ class MetricsRecorder:
         self._ttls = [
             int((r.retention + r.bucket).total_seconds() * 1000) for r in settings.resolutions
         ]
-        self._script: AsyncScript | None = None
+        self._scripts: Scripts | None = None
 
-    def record(self, sample: JobSample) -> None:
+    def job_finished(self, sample: JobSample) -> None:
+        """Aggregate one finished attempt (a :class:`JobObserver` hook; no I/O)."""
         combo = SEP.join((sample.task, sample.queue, sample.outcome)) + SEP
         values = tuple(
             max(float(v), 0.0) for v in (sample.run, sample.wait, sample.cpu, sample.memory)
@@ -110,21 +95,21 @@ class MetricsRecorder:
                 aggregate = self._pending[key] = _Aggregate()
             aggregate.add(sample, values, indexes)
 
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
-        self._script = worker.app.scripts.metrics_flush_script
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        self._scripts = ctx.scripts
         task_status.started()
         interval = self.settings.flush_interval.total_seconds()
         try:
             while True:
                 await anyio.sleep(interval)
-                await self.flush(worker)
+                await self.flush(ctx.health)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await self.flush(worker)  # what the last interval measured
+                await self.flush(ctx.health)  # what the last interval measured
 
-    async def flush(self, worker: Worker) -> None:
+    async def flush(self, health: Health) -> None:
         """Write everything aggregated so far; on failure keep it for the next flush."""
-        if not self._pending or self._script is None:
+        if not self._pending or self._scripts is None:
             return
         pending, self._pending = self._pending, {}
         by_key: dict[str, list[Any]] = {}
@@ -133,13 +118,10 @@ class MetricsRecorder:
             key = keys.metrics_bucket(self._widths[level] // 1000, start)
             by_key.setdefault(key, []).extend(aggregate.ops(combo))
             ttls[key] = self._ttls[level]
-        argv: list[Any] = []
-        for key, ops in by_key.items():
-            argv += [ttls[key], len(ops) // 3, *ops]
         try:
-            await self._script(keys=list(by_key), args=argv)
+            await self._scripts.metrics_flush({k: (ttls[k], ops) for k, ops in by_key.items()})
         except CONNECTION_ERRORS as exc:
-            worker.redis_failed("writing metrics", exc)
+            health.redis_failed("writing metrics", exc)
             for key_tuple, aggregate in pending.items():  # merge back, to retry
                 current = self._pending.setdefault(key_tuple, _Aggregate())
                 current.count += aggregate.count

@@ -19,12 +19,12 @@ import orjson
 import psutil
 from anyio.abc import TaskStatus
 
-from .. import keys
+from .._clock import now_ms
+from .._protocol import keys
 from ..connection import CONNECTION_ERRORS
-from ..task import now_ms
 
 if TYPE_CHECKING:
-    from ..worker import Worker
+    from .._worker.services import ServiceContext
 
 __all__ = ("SystemCollector", "SystemSample")
 
@@ -72,28 +72,28 @@ class SystemCollector:
         self._lag = 0.0
         self._last: tuple[float, Any, Any] | None = None
 
-    async def run(self, worker: Worker, *, task_status: TaskStatus[None]) -> None:
-        settings = worker.app.settings.metrics
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        settings = ctx.app_settings.metrics
         interval = settings.system_interval.total_seconds()
         retention_ms = int(settings.system_retention.total_seconds() * 1000)
-        self._safe_take(worker)  # primes psutil's CPU and I/O counters
+        self._safe_take(ctx)  # primes psutil's CPU and I/O counters
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._probe_lag)
             task_status.started()
             while True:
                 await anyio.sleep(interval)
-                sample = self._safe_take(worker)
+                sample = self._safe_take(ctx)
                 if sample is None:
                     continue
                 try:
-                    await worker.app.redis.xadd(
+                    await ctx.redis.xadd(
                         keys.SYSTEM_STREAM,
-                        {"worker": worker.id, "sample": orjson.dumps(asdict(sample))},
+                        {"worker": ctx.worker_id, "sample": orjson.dumps(asdict(sample))},
                         minid=str(now_ms() - retention_ms),
                         approximate=True,
                     )
                 except CONNECTION_ERRORS as exc:
-                    worker.redis_failed("writing a system sample", exc)
+                    ctx.health.redis_failed("writing a system sample", exc)
 
     async def _probe_lag(self) -> None:
         while True:
@@ -101,16 +101,16 @@ class SystemCollector:
             await anyio.sleep(_PROBE)
             self._lag = max(self._lag, time.monotonic() - started - _PROBE)
 
-    def _safe_take(self, worker: Worker) -> SystemSample | None:
+    def _safe_take(self, ctx: ServiceContext) -> SystemSample | None:
         """A sample, or None (logged) if the OS would not give one: a collector's trouble
         (a deleted working directory, a denied /proc read) must not stop the worker."""
         try:
-            return self._take(worker)
+            return self._take(ctx)
         except Exception as exc:
             logger.warning("system sample skipped: %s: %s", type(exc).__name__, exc)
             return None
 
-    def _take(self, worker: Worker) -> SystemSample:
+    def _take(self, ctx: ServiceContext) -> SystemSample:
         now = time.monotonic()
         disk_io = psutil.disk_io_counters()
         net_io = psutil.net_io_counters()
@@ -133,7 +133,7 @@ class SystemCollector:
             fds = self._process.num_fds() if hasattr(self._process, "num_fds") else 0
         lag, self._lag = self._lag, 0.0
         return SystemSample(
-            worker=worker.id,
+            worker=ctx.worker_id,
             host=socket.gethostname(),
             time_ms=now_ms(),
             cpu_percent=psutil.cpu_percent(None),
@@ -151,5 +151,5 @@ class SystemCollector:
             process_cpu_percent=process_cpu,
             process_open_files=fds,
             loop_lag_seconds=lag,
-            running_jobs=len(worker.running),
+            running_jobs=len(ctx.jobs.running),
         )

@@ -1,10 +1,11 @@
 -- End one attempt of a claimed job, only if the caller still holds the claim.
--- KEYS: 1 in-progress, 2 job, 3 retry counter, 4 result, 5 queue, 6 abort set, 7 failures
+-- KEYS: 1 in-progress, 2 job, 3 retry counter, 4 result, 5 queue, 6 abort set, 7 failures,
+--       8 notify set (channels of clients waiting on this job)
 -- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 result payload,
 --       5 result ttl ms (0 keeps forever, as arq's keep_result_forever; negative stores none;
 --       taskflow's result_ttl=0 sends -1), 6 score for retry/requeue
--- Returns 1 when applied, 2 when the job already has a result (a repeated call),
--- 0 when the claim was lost (lease lapsed and another worker took the job).
+-- Returns scripts.FinishReply: 1 applied, 2 the job already has a result (a repeated call),
+-- 0 the claim was lost (lease lapsed and another worker took the job).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
   return 0
@@ -20,28 +21,13 @@ if mode == 'done' then
   elseif ttl == 0 then
     redis.call('SET', KEYS[4], ARGV[4])
   end
-  -- a client waiting on this job left the channel to tell it on (JobHandle.result)
-  -- a waiting client left its channel here: send it the result itself (or, for a large
-  -- one, just the id), so it need not read it back
-  local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. ARGV[3])
-  if #waiters > 0 then
-    local message = 'i' .. ARGV[3]
-    if ttl >= 0 and string.len(ARGV[4]) <= 65536 then message = 'r' .. ARGV[4] end
-    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, message) end
-    redis.call('DEL', 'taskflow:notify:' .. ARGV[3])
-  end
-elseif mode == 'retry' then
-  redis.call('DEL', KEYS[1])
-  redis.call('INCR', KEYS[7])
-  redis.call('EXPIRE', KEYS[7], 88400)
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
-  redis.call('PUBLISH', 'taskflow:wake:' .. KEYS[5], '1')
-elseif mode == 'requeue' then
-  -- an interrupted attempt does not count: give the attempt number back
-  redis.call('DEL', KEYS[1])
-  if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
-  redis.call('PUBLISH', 'taskflow:wake:' .. KEYS[5], '1')
+  -- waiting clients get the result itself (or, for a large one, just the id), so they need
+  -- not read it back
+  local message = 'i' .. ARGV[3]
+  if ttl >= 0 and string.len(ARGV[4]) <= 65536 then message = 'r' .. ARGV[4] end
+  notify_waiters(KEYS[8], message)
+elseif mode == 'retry' or mode == 'requeue' then
+  put_back(mode, KEYS[1], KEYS[5], ARGV[3], ARGV[6], KEYS[3], KEYS[7])
 else
   return redis.error_reply('unknown finish mode ' .. mode)
 end

@@ -1,15 +1,14 @@
--- Shared by the graph scripts (prepended to each when loaded). KEYS 1..RUN_KEYS are the
--- run's key family in keys.RUN_FIELDS order.
-local RUN_KEYS = 9
-local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[1], KEYS[2],
-  KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local TERMINAL = {succeeded = true, failed = true, cancelled = true, skipped = true,
-  upstream_failed = true}
+-- Shared by the scripts that end graph nodes (finish_node.lua, cancel_run.lua), after
+-- lib.lua. Their KEYS start with the run's key family (RUN_FIELDS order), then the run's
+-- notify set (keys.notify(run id)).
+local RUN_KEYS = #RUN_FIELDS
+local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[RI.meta],
+  KEYS[RI.nodes], KEYS[RI.state], KEYS[RI.pending], KEYS[RI.bad], KEYS[RI.skip],
+  KEYS[RI.static], KEYS[RI.results], KEYS[RI.timing]
+local RUN_NOTIFY = KEYS[RUN_KEYS + 1]
 
--- what the scripts need of a node, packed at submission as one value:
--- trigger, queue key, child indexes, data-parent indexes, job payload up to its enqueue time
 local function static(i)
-  return string.match(redis.call('HGET', STATIC, i), '^(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+  return parse_static(redis.call('HGET', STATIC, i))
 end
 
 -- a node reached a terminal state: record it and count it towards the run's end
@@ -29,21 +28,20 @@ end
 -- queue's idle workers (once per queue per script call)
 local woken = {}
 local function release(run_id, i, now, expiry)
-  local job_id = run_id .. '.' .. i
-  local _, queue, _, _, prefix = static(i)
-  local payload = prefix .. now .. '}'
-  redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', expiry)
+  local job_id = node_job_id(run_id, i)
+  local _, queue, _, _, payload = static(i)
+  redis.call('SET', P.job .. job_id, payload, 'PX', expiry)
   redis.call('ZADD', queue, now, job_id)
   redis.call('HSET', STATE, i, 'queued')
   if not woken[queue] then
     woken[queue] = true
-    redis.call('PUBLISH', 'taskflow:wake:' .. queue, '1')
+    redis.call('PUBLISH', P.wake .. queue, '1')
   end
 end
 
 local function not_run(kind, parent, st)
   local name = cjson.decode(redis.call('HGET', NODES, parent))['name']
-  return cjson.encode({type = 'taskflow.' .. kind, traceback = '',
+  return cjson.encode({type = kind, traceback = '',
     message = 'not run: parent ' .. name .. ' ended ' .. st})
 end
 
@@ -88,8 +86,8 @@ local function settle(run_id, first, first_state, now, expiry)
           if verdict == 'run' then
             release(run_id, c, now, expiry)
           elseif verdict then
-            local kind = (verdict == 'skipped') and 'Skipped' or
-              ((verdict == 'cancelled') and 'Cancelled' or 'UpstreamFailed')
+            local kind = (verdict == 'skipped') and KIND.SKIPPED or
+              ((verdict == 'cancelled') and KIND.CANCELLED or KIND.UPSTREAM_FAILED)
             set_terminal(c, verdict, not_run(kind, i, st), now)
             work[#work + 1] = {c, verdict}
           end
@@ -99,8 +97,9 @@ local function settle(run_id, first, first_state, now, expiry)
   end
 end
 
--- when every node has ended: the run's final status, and the retention clock starts
-local function complete_if_done(now, retention)
+-- when every node has ended: the run's final status, the retention clock starts, and the
+-- clients waiting on the run are told
+local function complete_if_done(run_id, now, retention)
   local meta = redis.call('HMGET', META, 'done', 'total', 'status', 'failed', 'cancel',
     'retention_ms')
   if meta[3] ~= 'running' or tonumber(meta[1]) < tonumber(meta[2]) then return end
@@ -111,10 +110,5 @@ local function complete_if_done(now, retention)
   elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
   redis.call('HSET', META, 'status', final, 'finished_ms', now)
   for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention) end
-  local run_id = string.match(META, '{(.-)}')
-  local waiters = redis.call('SMEMBERS', 'taskflow:notify:' .. run_id)
-  if #waiters > 0 then
-    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, 'i' .. run_id) end
-    redis.call('DEL', 'taskflow:notify:' .. run_id)
-  end
+  notify_waiters(RUN_NOTIFY, 'i' .. run_id)
 end

@@ -2,6 +2,7 @@
 -- KEYS: bucket hashes
 -- ARGV: per key, in order: ttl ms, number of ops, then per op: kind, field, value, where
 --   kind i = HINCRBY, f = HINCRBYFLOAT, x = keep the maximum, m = keep the minimum
+-- Returns the number of buckets written.
 local a = 1
 for k = 1, #KEYS do
   local key = KEYS[k]

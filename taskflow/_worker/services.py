@@ -1,0 +1,156 @@
+"""The one interface between the worker and everything that runs beside its job loop.
+
+A service is a long-lived coroutine in the worker's task group (heartbeat, abort watcher,
+waker, batcher, metrics, alerts, and later schedules and the queue monitor). It receives a
+:class:`ServiceContext`, not the worker: the worker's identity and settings, the app's
+client and Redis, a :class:`Health` signal to report Redis trouble on, and a read-mostly
+view of the worker's running jobs (:class:`JobSlots`). A job observer is told about every
+finished attempt. Neither needs a base class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+    from .._client import Client
+    from .._protocol.scripts import Claimed, Scripts
+    from ..config import Settings, WorkerSettings
+    from .meter import JobSample
+
+__all__ = ("Health", "JobObserver", "JobSlots", "RunningJob", "Service", "ServiceContext")
+
+logger = logging.getLogger("taskflow.worker")
+
+
+@runtime_checkable
+class Service(Protocol):
+    """A coroutine that lives beside the job loop for the worker's whole life.
+
+    ``run`` calls ``task_status.started()`` once ready, then loops until cancelled. It must
+    survive Redis outages itself (catch, report on ``ctx.health``, back off); an exception
+    escaping ``run`` stops the worker.
+
+    Example::
+
+        class StatsLogger:
+            name = "stats-logger"
+
+            async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+                task_status.started()
+                while True:
+                    await anyio.sleep(60)
+                    logger.info("%s: %d running", ctx.worker_id, len(ctx.jobs.running))
+
+        async with app, app.worker(services=[StatsLogger()]): ...
+    """
+
+    name: str
+
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None: ...
+
+
+@runtime_checkable
+class JobObserver(Protocol):
+    """Told about every attempt the worker finishes (the metrics recorder is one).
+
+    ``job_finished`` runs on the job's own task, so it must be quick and must not block.
+    """
+
+    def job_finished(self, sample: JobSample) -> None: ...
+
+
+class RunningJob(Protocol):
+    """One running job as services see it."""
+
+    @property
+    def claim(self) -> Claimed: ...
+
+    @property
+    def finishing(self) -> bool: ...
+
+
+class JobSlots(Protocol):
+    """The worker's running jobs: what services may read, and the one thing they may do."""
+
+    @property
+    def running(self) -> Mapping[str, RunningJob]: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+    @property
+    def started_ms(self) -> int: ...
+
+    def interrupt(self, job_id: str, reason: Literal["abort", "drain"]) -> bool: ...
+
+
+class Health:
+    """Whether the worker can reach Redis, as its parts report it.
+
+    Every part that talks to Redis reports failures and successes here; the worker logs one
+    line when Redis becomes unreachable and one when it is back, not one per failed call.
+    """
+
+    def __init__(self, backoff_cap: float) -> None:
+        self.backoff_cap = backoff_cap
+        self._outage = False
+
+    @property
+    def redis_reachable(self) -> bool:
+        """False from a failed call until the next successful one."""
+        return not self._outage
+
+    def redis_failed(self, doing: str, exc: BaseException) -> None:
+        """Note that Redis did not answer while ``doing`` something."""
+        if not self._outage:
+            self._outage = True
+            logger.warning(
+                "Redis unreachable while %s (%s); running jobs go on, Redis calls are retried "
+                "with backoff up to %gs",
+                doing,
+                exc,
+                self.backoff_cap,
+            )
+        else:
+            logger.debug("Redis still unreachable while %s: %s", doing, exc)
+
+    def redis_ok(self) -> None:
+        """Note that Redis answered."""
+        if self._outage:
+            self._outage = False
+            logger.info("Redis reachable again")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What a service gets from the worker that runs it."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    settings: WorkerSettings
+    client: Client  #: the app: enqueue, query, its settings
+    health: Health
+    jobs: JobSlots
+    wake: Callable[[], None]  #: make the job loop look at the queues now
+
+    @property
+    def redis(self) -> ArqRedis:
+        """The app's Redis client (borrowed: never close it)."""
+        return self.client.redis
+
+    @property
+    def scripts(self) -> Scripts:
+        """The server-side scripts registered on the app's client."""
+        return self.client.scripts
+
+    @property
+    def app_settings(self) -> Settings:
+        return self.client.settings
