@@ -443,18 +443,15 @@ async def test_a_channel_whose_server_is_down_stops_none_of_the_others(
             email_channel(smtp),
             Log(),
         ]
-        started = time.monotonic()
         async with anyio.create_task_group() as deliveries:
             for channel in channels:
                 deliveries.start_soon(alert_manager._deliver, channel, event)
             await http.wait_for(SLACK_PATH, 1, timeout=1.0)
             await http.wait_for(HOOK_PATH, 1, timeout=1.0)
             await wait_until(lambda: len(smtp.received()) == 1, timeout=1.0)
-            delivered = time.monotonic() - started
-            assert backoff.delays[:1] == [1.0]  # the down one is still retrying
+            # the others arrived while the down one is still in its first backoff
+            assert backoff.delays[:1] == [1.0]
             assert "gave up" not in taskflow_logged(caplog)
-        finished = time.monotonic() - started
-    assert delivered < 1.0 < finished
     assert backoff.delays == [1.0, 2.0, 4.0]
     assert signature_ok(http.requests(HOOK_PATH)[0], WEBHOOK_SECRET)
     text = taskflow_logged(caplog)

@@ -33,7 +33,7 @@ from tests.apps.shared import REDIS_URL
 
 LUA_DIR = resources.files("taskflow._protocol").joinpath("lua")
 LUA_FILES = sorted(p.name for p in LUA_DIR.iterdir() if p.name.endswith(".lua"))
-LIBRARIES = {"lib.lua", "graph_lib.lua"}
+LIBRARIES = {"job_lib.lua", "node_lib.lua", "graph_lib.lua"}
 _STRING = re.compile(r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|\[\[.*?\]\]""", re.S)
 
 
@@ -85,9 +85,9 @@ def test_scanner_catches_a_planted_literal() -> None:
 def test_loaded_source_carries_the_generated_names() -> None:
     source = lua_source("claim")
     for name, prefix in keys.LUA_PREFIXES.items():
-        assert f"{name} = '{prefix}'" in source
+        assert f"local P_{name.upper()} = '{prefix}'" in source
     for kind in FailureKind:
-        assert f"{kind.name} = '{kind.value}'" in source
+        assert f"local KIND_{kind.name} = '{kind.value}'" in source
     assert f"ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}" in source
     assert "local function settle" not in source  # only scripts that end nodes load it
     assert "local function settle" in lua_source("finish_node")
@@ -177,3 +177,14 @@ def test_failure_kind_is_matched_from_task_failed() -> None:
     assert taskflow.TaskFailed("j", "t", error).kind is taskflow.FailureKind.JOB_LOST
     own = {"type": "ValueError", "message": "m", "traceback": ""}
     assert taskflow.TaskFailed("j", "t", own).kind is None
+
+
+@pytest.mark.asyncio
+async def test_lua_run_keys_equal_python_run_keys(redis: Redis) -> None:
+    from taskflow._protocol.scripts import _prelude
+
+    run_id = uuid.uuid4().hex
+    reply = await redis.eval(  # type: ignore[misc]
+        _prelude() + "\nreturn run_keys(ARGV[1])", 0, run_id
+    )
+    assert [k.decode() for k in reply] == keys.run_keys(run_id)

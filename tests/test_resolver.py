@@ -10,7 +10,6 @@ DBSIZE use database 7, which no other test writes to; nothing is ever flushed.
 from __future__ import annotations
 
 import itertools
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -527,13 +526,11 @@ async def test_submit_of_10000_nodes_is_a_bounded_number_of_round_trips(
             await original(self, command, check_health)
 
         monkeypatch.setattr(connection_class, "send_packed_command", counting)
-        started = time.perf_counter()
         run = tracker.run(await g.submit())
-        elapsed = time.perf_counter() - started
         monkeypatch.undo()
 
+        # its time is measured in benchmarks/graph.py; here, that it is a few round trips
         assert sends <= 3, f"submit took {sends} round trips"
-        assert elapsed < 3.0, f"submit took {elapsed:.2f}s"
         redis = app.redis
         assert int(await reply(redis.hget(keys.run(run.run_id, "meta"), "total"))) == 10_000
         assert await reply(redis.hlen(keys.run(run.run_id, "state"))) == 10_000
@@ -624,7 +621,9 @@ async def test_rejected_graphs_leave_redis_unchanged(make_app: MakeApp, tracker:
 # -- cancel -------------------------------------------------------------------------------
 
 
-async def test_cancel_halfway_through_a_chain(make_app: MakeApp, tracker: Tracker) -> None:
+async def test_cancel_halfway_through_a_chain(
+    make_app: MakeApp, tracker: Tracker, redis: Redis
+) -> None:
     app = fresh(make_app)
     starts = tracker.key("starts")
 
@@ -644,12 +643,14 @@ async def test_cancel_halfway_through_a_chain(make_app: MakeApp, tracker: Tracke
         await until(lambda: longer_than(app.redis, starts, 2))
         status = await run.cancel()
         started_at_cancel = await reply(app.redis.lrange(starts, 0, -1))
-        await anyio.sleep(1.0)  # longer than any node, if one were (wrongly) released
-        assert await reply(app.redis.lrange(starts, 0, -1)) == started_at_cancel
+        # nothing can start any more: no node's job is left in its queue
+        assert await app.redis.zcard(keys.queue(slow.options.queue)) == 0
         again = await run.cancel()  # a second cancel changes nothing
         with pytest.raises(GraphFailed) as info:
             await run.wait(timeout=5)
         final = await run.status()
+    # the worker has drained and stopped: whatever it was going to start, it started
+    assert await reply(redis.lrange(starts, 0, -1)) == started_at_cancel
 
     started = [int(x) for x in started_at_cancel]
     assert started == list(range(len(started))) and len(started) >= 3
@@ -671,7 +672,9 @@ async def test_cancel_halfway_through_a_chain(make_app: MakeApp, tracker: Tracke
     assert final.finished is not None
 
 
-async def test_cancel_drops_queued_nodes_of_a_wide_run(make_app: MakeApp, tracker: Tracker) -> None:
+async def test_cancel_drops_queued_nodes_of_a_wide_run(
+    make_app: MakeApp, tracker: Tracker, redis: Redis
+) -> None:
     app = fresh(make_app)
     starts = tracker.key("starts")
 
@@ -689,9 +692,9 @@ async def test_cancel_drops_queued_nodes_of_a_wide_run(make_app: MakeApp, tracke
         await until(lambda: longer_than(app.redis, starts, 2))
         status = await run.cancel()
         started = await reply(app.redis.lrange(starts, 0, -1))
-        await anyio.sleep(0.8)  # the first three would have ended and three more started
-        assert await reply(app.redis.lrange(starts, 0, -1)) == started
         assert await app.redis.zcard(keys.queue(slow.options.queue)) == 0
+    # the worker has drained and stopped: the first three ended and none started after them
+    assert await reply(redis.lrange(starts, 0, -1)) == started
     assert len(started) == 3
     assert status.state == "cancelled"
     assert status.counts == {"cancelled": 12}

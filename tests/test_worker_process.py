@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -355,9 +354,8 @@ async def test_second_signal_skips_the_grace_period(
         assert [w for w in await taskflow.live_workers(redis) if w.pid == worker.pid]
 
         worker.signal(signum)
-        sent = time.monotonic()
+        # the second signal skips what is left of the 60 s grace period
         assert await worker.wait(timeout=15) == 0, worker.log()
-        assert time.monotonic() - sent < grace / 2
         await assert_requeued(redis, handles)
         for key in long_keys:
             assert await count(redis, worker_app.started_key(key)) == 1

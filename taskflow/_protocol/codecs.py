@@ -261,7 +261,7 @@ def encode_node_job(task: str, run_id: str, index: int, submitted_ms: int) -> by
 def encode_node_static(
     trigger: str, queue_key: str, children: list[int], data_parents: list[int], job: bytes
 ) -> bytes:
-    """What the graph scripts need of a node, as one value (``lua/lib.lua`` parse_static):
+    """What the graph scripts need of a node, as one value (``lua/node_lib.lua`` parse_static):
     trigger, queue key, child indexes, data-parent indexes, job payload; newline-separated.
     """
     for field, text in (("trigger", trigger), ("queue key", queue_key)):

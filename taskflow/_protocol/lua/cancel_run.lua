@@ -12,20 +12,20 @@ local ABORT = KEYS[RUN_KEYS + 2]
 local run_id, now = ARGV[1], tonumber(ARGV[2])
 local total = tonumber(redis.call('HGET', META, 'total'))
 local signalled = 0
-local cancelled = cjson.encode({type = KIND.CANCELLED, message = 'run cancelled',
+local cancelled = cjson.encode({type = KIND_CANCELLED, message = 'run cancelled',
   traceback = ''})
 for i = 0, total - 1 do
   local st = redis.call('HGET', STATE, i)
   if not TERMINAL[st] then
     local job_id = node_job_id(run_id, i)
-    if redis.call('EXISTS', P.in_progress .. job_id) == 1 then
+    if redis.call('EXISTS', P_IN_PROGRESS .. job_id) == 1 then
       redis.call('ZADD', ABORT, now, job_id)
       signalled = signalled + 1
     else
       -- a queued job, or one whose worker died (lease lapsed), leaves its queue here
       local _, queue = static(i)
       redis.call('ZREM', queue, job_id)
-      redis.call('DEL', P.job .. job_id, P.retry .. job_id, P.failures .. job_id)
+      redis.call('DEL', P_JOB .. job_id, P_RETRY .. job_id, P_FAILURES .. job_id)
       set_terminal(i, 'cancelled', cancelled, now)
     end
   end

@@ -5,7 +5,7 @@
 -- is in the future), so later claims do not rescan running jobs; the heartbeat moves it on
 -- with the lease, and if the worker dies both lapse together.
 -- The job ids are found here, so their keys are built from the prefixes in P; a graph
--- node's job (id matching NODE_JOB_ID) is started here too (lib.lua's node_start), saving
+-- node's job (id matching NODE_JOB_ID) is started here too (node_lib.lua's node_start), saving
 -- the worker a round trip per node.
 -- KEYS: the queue sorted sets, in the order to serve them, then arq's abort set (last)
 -- ARGV: 1 now ms, 2 limit, 3 claim token, 4 lease ms
@@ -30,20 +30,20 @@ for qi = 1, #KEYS - 1 do
     if #page == 0 then break end
     for i = 1, #page, 2 do
       local id = page[i]
-      if redis.call('SET', P.in_progress .. id, token, 'NX', 'PX', lease) then
-        local attempt = redis.call('INCR', P.retry .. id)
+      if redis.call('SET', P_IN_PROGRESS .. id, token, 'NX', 'PX', lease) then
+        local attempt = redis.call('INCR', P_RETRY .. id)
         if attempt == 1 then
-          redis.call('EXPIRE', P.retry .. id, ATTEMPT_TTL)
+          redis.call('EXPIRE', P_RETRY .. id, ATTEMPT_TTL)
         end
         redis.call('ZADD', KEYS[qi], now + lease, id)
         local failures = 0
         if attempt > 1 then
-          failures = tonumber(redis.call('GET', P.failures .. id) or '0')
+          failures = tonumber(redis.call('GET', P_FAILURES .. id) or '0')
         end
         local aborted = 0
         if abort_set and redis.call('ZSCORE', ABORT, id) then aborted = 1 end
         local n = #out
-        local payload = redis.call('GET', P.job .. id)
+        local payload = redis.call('GET', P_JOB .. id)
         local started = false
         local run_id, node = string.match(id, NODE_JOB_ID)
         if run_id and payload and aborted == 0 then

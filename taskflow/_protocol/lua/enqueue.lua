@@ -15,5 +15,5 @@ for n = 0, (#ARGV - 1) / 3 - 1 do
     out[#out + 1] = 1
   end
 end
-redis.call('PUBLISH', P.wake .. KEYS[1], '1')
+redis.call('PUBLISH', P_WAKE .. KEYS[1], '1')
 return out

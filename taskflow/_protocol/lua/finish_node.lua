@@ -1,7 +1,7 @@
 -- End one attempt of a graph node's job: arq's finish (see finish.lua) plus, when the node
 -- is done, storing its result, setting its state, and releasing or settling its children,
 -- all in this one atomic script, so a common child is released exactly once.
--- KEYS: 1..RUN_KEYS the run's keys (RUN_FIELDS order), RUN_KEYS+1 the run's notify set,
+-- KEYS: 1..RUN_KEYS the run's keys (keys.RUN_FIELDS order), RUN_KEYS+1 the run's notify set,
 --       then the job's in-progress, job, retry counter, queue, abort set, failures
 -- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 node index,
 --       5 final state (done), 6 node result JSON (done), 7 now ms, 8 score (retry/requeue),

@@ -1,10 +1,9 @@
 -- Shared by the scripts that end graph nodes (finish_node.lua, cancel_run.lua), after
--- lib.lua. Their KEYS start with the run's key family (RUN_FIELDS order), then the run's
+-- lib.lua. Their KEYS start with the run's key family (RUN_KEYS keys), then the run's
 -- notify set (keys.notify(run id)).
-local RUN_KEYS = #RUN_FIELDS
-local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[RI.meta],
-  KEYS[RI.nodes], KEYS[RI.state], KEYS[RI.pending], KEYS[RI.bad], KEYS[RI.skip],
-  KEYS[RI.static], KEYS[RI.results], KEYS[RI.timing]
+local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[RUN_META],
+  KEYS[RUN_NODES], KEYS[RUN_STATE], KEYS[RUN_PENDING], KEYS[RUN_BAD], KEYS[RUN_SKIP],
+  KEYS[RUN_STATIC], KEYS[RUN_RESULTS], KEYS[RUN_TIMING]
 local RUN_NOTIFY = KEYS[RUN_KEYS + 1]
 
 local function static(i)
@@ -30,12 +29,12 @@ local woken = {}
 local function release(run_id, i, now, expiry)
   local job_id = node_job_id(run_id, i)
   local _, queue, _, _, payload = static(i)
-  redis.call('SET', P.job .. job_id, payload, 'PX', expiry)
+  redis.call('SET', P_JOB .. job_id, payload, 'PX', expiry)
   redis.call('ZADD', queue, now, job_id)
   redis.call('HSET', STATE, i, 'queued')
   if not woken[queue] then
     woken[queue] = true
-    redis.call('PUBLISH', P.wake .. queue, '1')
+    redis.call('PUBLISH', P_WAKE .. queue, '1')
   end
 end
 
@@ -86,8 +85,8 @@ local function settle(run_id, first, first_state, now, expiry)
           if verdict == 'run' then
             release(run_id, c, now, expiry)
           elseif verdict then
-            local kind = (verdict == 'skipped') and KIND.SKIPPED or
-              ((verdict == 'cancelled') and KIND.CANCELLED or KIND.UPSTREAM_FAILED)
+            local kind = (verdict == 'skipped') and KIND_SKIPPED or
+              ((verdict == 'cancelled') and KIND_CANCELLED or KIND_UPSTREAM_FAILED)
             set_terminal(c, verdict, not_run(kind, i, st), now)
             work[#work + 1] = {c, verdict}
           end

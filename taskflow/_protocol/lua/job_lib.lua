@@ -1,0 +1,37 @@
+-- Shared by the scripts that end a job's attempt (finish, abort, finish_node, cancel_run).
+-- scripts.py loads each script as the generated constants, then the libraries it names
+-- in scripts._INCLUDES (job_lib.lua, node_lib.lua, graph_lib.lua), then the script.
+-- The generated constants (from keys.py and errors.py; never spelled in Lua):
+--   P_<NAME>     key and channel prefixes (keys.LUA_PREFIXES, e.g. P_JOB, P_WAKE), for
+--                the keys a script can only name at run time
+--   KIND_<NAME>  failure kinds (errors.FailureKind, e.g. KIND_CANCELLED)
+--   ATTEMPT_TTL  seconds an attempt or failure counter lives (keys.ATTEMPT_COUNTER_TTL_S)
+--   NODE_JOB_ID  Lua pattern of a graph node's job id, capturing run id and node index;
+--                NODE_JOB_SEP joins them (keys.node_job_id)
+--   RUN_KEYS     how many keys a run's family has; RUN_<PART> the index of each part
+--                (RUN_META, RUN_STATE, ...), in keys.RUN_FIELDS order
+--   run_keys(run_id)  the run's key family, in that order
+
+-- Tell every client waiting on `notify_key` (a set of their channels), then forget them.
+local function notify_waiters(notify_key, message)
+  local waiters = redis.call('SMEMBERS', notify_key)
+  if #waiters > 0 then
+    for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, message) end
+    redis.call('DEL', notify_key)
+  end
+end
+
+-- Put a claimed job back on its queue at `score` and wake the queue's workers:
+-- mode 'retry' after a failed attempt (counts a failure), 'requeue' after an interrupted
+-- one (gives the attempt number back: it does not count).
+local function put_back(mode, inprog, queue, job_id, score, retry_counter, failures)
+  redis.call('DEL', inprog)
+  if mode == 'retry' then
+    redis.call('INCR', failures)
+    redis.call('EXPIRE', failures, ATTEMPT_TTL)
+  elseif tonumber(redis.call('GET', retry_counter) or '0') > 0 then
+    redis.call('DECR', retry_counter)
+  end
+  redis.call('ZADD', queue, score, job_id)
+  redis.call('PUBLISH', P_WAKE .. queue, '1')
+end
