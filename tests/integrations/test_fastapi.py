@@ -287,5 +287,5 @@ async def test_inner_lifespan_state_is_passed_on(make_app: type[TaskFlow]) -> No
 def test_import_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     monkeypatch.delitem(sys.modules, "taskflow.integrations.fastapi")
-    with pytest.raises(ImportError, match=r"pip install taskflow\[fastapi\]"):
+    with pytest.raises(ImportError, match=r"pip install 'taskflow-redis\[fastapi\]'"):
         importlib.import_module("taskflow.integrations.fastapi")
