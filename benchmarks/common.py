@@ -211,20 +211,22 @@ async def cleanup(redis: Redis, ids: list[str], queue_key: str) -> None:
     await redis.unlink(queue_key, queue_key + ":health-check")
 
 
-async def cleanup_metrics(redis: Redis, queue: str, since_ms: int, pid: int) -> None:
+async def cleanup_metrics(redis: Redis, queue: str, since_ms: int, pid: int, app_name: str) -> None:
     """Delete what a taskflow worker with metrics on wrote: the fields of ``queue`` in the
     metric bucket hashes (every resolution; hashes left empty vanish), and the system
     samples since ``since_ms`` of the worker process ``pid`` on this host."""
     match = f"*{SEP}{queue}{SEP}*"
-    async for key in redis.scan_iter(match="taskflow:metrics:[0-9]*s:[0-9]*", count=1000):
+    async for key in redis.scan_iter(
+        match=f"{keys.AppKeys(app_name).prefix}metrics:[0-9]*s:[0-9]*", count=1000
+    ):
         fields = [name async for name, _ in redis.hscan_iter(key, match=match, count=1000)]
         if fields:
             await redis.hdel(key, *fields)
     worker_prefix = f"{socket.gethostname()}-{pid}-".encode()
-    entries = await redis.xrange(keys.SYSTEM_STREAM, min=str(since_ms))
+    entries = await redis.xrange(keys.AppKeys(app_name).system_stream, min=str(since_ms))
     doomed = [eid for eid, data in entries if data[b"worker"].startswith(worker_prefix)]
     if doomed:
-        await redis.xdel(keys.SYSTEM_STREAM, *doomed)
+        await redis.xdel(keys.AppKeys(app_name).system_stream, *doomed)
 
 
 # -- report -------------------------------------------------------------------------------

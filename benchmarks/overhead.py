@@ -282,7 +282,7 @@ async def measure(system: System, url: str, jobs: int, redis: Redis) -> Run:
         finally:
             await common.cleanup(redis, ids, key)
             if system.metrics and pid is not None:
-                await common.cleanup_metrics(redis, queue, spawned_ms, pid)
+                await common.cleanup_metrics(redis, queue, spawned_ms, pid, "benchmarks.overhead")
         seen = orjson.loads(probe.read_bytes())
     return Run(
         system=system.name,

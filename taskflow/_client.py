@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
@@ -18,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ._clock import now_ms
 from ._listener import ResultListener
+from ._protocol import keys
 from ._protocol.codecs import JobPayload, JobResult, encode_job, encode_result
 from ._protocol.scripts import Scripts
 from .config import Backoff, QueueName, Settings, build, settings_from_env
@@ -45,12 +47,50 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+def _module_name_of_caller() -> str:
+    """The dotted name of the module that builds the app, outside taskflow itself.
+
+    A script run as ``python examples/app.py`` is ``__main__``: it is named as the module
+    it would be when imported from the current directory (``examples.app``), as
+    ``taskflow worker examples.app:app`` imports it, so that both see one app.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "taskflow" and not module.startswith("taskflow."):
+            break
+        frame = frame.f_back
+    if frame is None:
+        return "app"
+    if module == "__main__":
+        spec = frame.f_globals.get("__spec__")
+        if spec is not None and getattr(spec, "name", None):
+            return str(spec.name).removesuffix(".__main__")
+        path = frame.f_globals.get("__file__")
+        return _script_module_name(Path(path)) if path else "main"
+    return module or "app"
+
+
+def _script_module_name(path: Path) -> str:
+    path = path.resolve().with_suffix("")
+    try:
+        parts = path.relative_to(Path.cwd().resolve()).parts
+    except ValueError:
+        return path.name
+    if parts and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else path.name
+
+
 class Client:
     """A taskflow application: declare tasks on it, open it, enqueue, run workers.
 
     :param redis_url: overrides ``settings.redis_url`` and ``TASKFLOW_REDIS_URL``.
     :param settings: everything else; defaults from the environment.
     :param redis: a client to borrow instead of opening one; never closed by the app.
+    :param name: scopes the app's own keys (worker registry, metrics, alert rules and
+        state) so that apps sharing a Redis do not mix; by default the name of the module
+        that builds the app. Give every process of one application the same name.
 
     Example::
 
@@ -70,7 +110,15 @@ class Client:
         *,
         settings: Settings | None = None,
         redis: Redis | None = None,
+        name: str | None = None,
     ) -> None:
+        app_name = name if name is not None else _module_name_of_caller()
+        try:
+            #: the keys this app owns (workers, metrics, alerts), apart from other apps'
+            self.keys = keys.AppKeys(app_name)
+        except ValueError as exc:
+            raise ConfigurationError(f"TaskFlow(name=...): {exc}") from None
+        self.name = app_name
         base = settings or Settings()
         if redis_url is not None:
             base = build(Settings, {**base.model_dump(exclude_unset=True), "redis_url": redis_url})

@@ -30,12 +30,14 @@ class WorkerInfo:
     counts: dict[str, int]
 
 
-async def live_workers(redis: Redis) -> list[WorkerInfo]:
-    """Workers whose heartbeat has not lapsed, from any process."""
-    ids = [i.decode() for i in await redis.zrange(keys.WORKERS, 0, -1)]
+async def live_workers(redis: Redis, app: str | keys.AppKeys) -> list[WorkerInfo]:
+    """The workers of the app named ``app`` (``TaskFlow.name``) whose heartbeat has not
+    lapsed, from any process."""
+    scope = app if isinstance(app, keys.AppKeys) else keys.AppKeys(app)
+    ids = [i.decode() for i in await redis.zrange(scope.workers, 0, -1)]
     if not ids:
         return []
-    records = await redis.mget([keys.worker(i) for i in ids])
+    records = await redis.mget([scope.worker(i) for i in ids])
     alive: list[WorkerInfo] = []
     dead: list[str] = []
     for worker_id, raw in zip(ids, records, strict=True):
@@ -45,5 +47,5 @@ async def live_workers(redis: Redis) -> list[WorkerInfo]:
         data: dict[str, Any] = orjson.loads(raw)
         alive.append(WorkerInfo(**data))
     if dead:
-        await redis.zrem(keys.WORKERS, *dead)
+        await redis.zrem(scope.workers, *dead)
     return alive

@@ -194,7 +194,7 @@ async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Se
 
 async def _check(app: TaskFlow, queues: list[str]) -> int:
     async with app:
-        workers = await live_workers(app.redis)
+        workers = await live_workers(app.redis, app.keys)
     served = {q for w in workers for q in w.queues}
     status = 0
     for queue in queues:

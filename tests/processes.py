@@ -42,6 +42,7 @@ class WorkerProcess:
     log_path: Path
     log_file: IO[bytes]
     queues: list[str]
+    app_name: str  #: TaskFlow.name of the app it serves: the module that builds it
 
     @property
     def pid(self) -> int:
@@ -108,7 +109,7 @@ class Workers:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # signals come from the test only
         )
-        worker = WorkerProcess(proc, log_path, log_file, list(queues))
+        worker = WorkerProcess(proc, log_path, log_file, list(queues), self.app.partition(":")[0])
         self.started.append(worker)
         return worker
 
@@ -140,7 +141,7 @@ async def wait_live(redis: Redis, worker: WorkerProcess, timeout: float = 20.0) 
     with anyio.move_on_after(timeout):
         while True:
             assert worker.proc.poll() is None, f"worker exited at startup:\n{worker.log()}"
-            for info in await taskflow.live_workers(redis):
+            for info in await taskflow.live_workers(redis, worker.app_name):
                 if info.pid == worker.pid and set(worker.queues) <= set(info.queues):
                     return
             await anyio.sleep(0.05)

@@ -134,13 +134,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def _forget(served: str) -> None:
     """Delete what this module left in Redis: queues, rule state, alert ids."""
     client = sync_redis.Redis.from_url(REDIS_URL)
+    scope = keys.AppKeys(APP.partition(":")[0])
     try:
         names = {r.name for r in RULES}
-        ids = [k for k, v in client.hscan_iter(keys.ALERT_IDS) if v.decode() in names]
+        ids = [k for k, v in client.hscan_iter(scope.alert_ids) if v.decode() in names]
         if ids:
-            client.hdel(keys.ALERT_IDS, *ids)
+            client.hdel(scope.alert_ids, *ids)
         client.delete(
-            *(keys.alert_state(r.name) for r in RULES),
+            *(scope.alert_state(r.name) for r in RULES),
             *(keys.queue(r.queue) for r in RULES),
             keys.queue(served),
         )

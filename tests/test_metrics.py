@@ -28,7 +28,6 @@ from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
 import taskflow
-from taskflow._protocol import keys
 from taskflow.config import MetricsSettings, Resolution
 from taskflow.metrics import (
     RELATIVE_ERROR,
@@ -538,14 +537,14 @@ async def test_retention_expires_buckets(make_app: Any, redis: Redis) -> None:
             await handle.result(timeout=RESULT_TIMEOUT)
             assert (await flushed(app, 1, task=name)).resolution == width
         [sample] = samples
-        key = keys.metrics_bucket(1, sample.finished_ms - sample.finished_ms % 1000)
+        key = app.keys.metrics_bucket(1, sample.finished_ms - sample.finished_ms % 1000)
         assert (
             await reply(redis.hget(key, f"{name}{SEP}{sample.queue}{SEP}succeeded{SEP}n")) == b"1"
         )
         ttl_ms = await redis.pttl(key)
         assert 1000 < ttl_ms <= 3000  # retention + one bucket, set at the last flush
         # only the configured resolution is written
-        minute = keys.metrics_bucket(60, sample.finished_ms - sample.finished_ms % 60_000)
+        minute = app.keys.metrics_bucket(60, sample.finished_ms - sample.finished_ms % 60_000)
         assert not [f async for f in redis.hscan_iter(minute, match=f"{name}{SEP}*")]
 
         async def expired() -> bool:
@@ -581,7 +580,7 @@ async def test_disabled_metrics_write_nothing(make_app: Any, redis: Redis) -> No
     for width_s in (60, 3600):
         width = width_s * 1000
         for start in range(started_ms - started_ms % width, finished_ms + 1, width):
-            key = keys.metrics_bucket(width_s, start)
+            key = app.keys.metrics_bucket(width_s, start)
             assert not [f async for f in redis.hscan_iter(key, match=f"{name}{SEP}*")], key
 
 

@@ -124,12 +124,12 @@ async def test_heartbeat_writes_the_record_renews_leases_and_reports_lost_ones(
         try:
             with caplog.at_level(logging.WARNING, logger="taskflow.worker"):
                 async with running(Heartbeat(), ctx):  # the first beat is done once started
-                    record = orjson.loads(await redis.get(keys.worker(ctx.worker_id)) or b"{}")
-                    ttl = await redis.pttl(keys.worker(ctx.worker_id))
+                    record = orjson.loads(await redis.get(ctx.keys.worker(ctx.worker_id)) or b"{}")
+                    ttl = await redis.pttl(ctx.keys.worker(ctx.worker_id))
                     assert record["id"] == ctx.worker_id
                     assert record["running"] == 2 and record["counts"] == {"succeeded": 3}
                     assert 0 < ttl <= lease_ms
-                    assert await redis.zscore(keys.WORKERS, ctx.worker_id) is not None
+                    assert await redis.zscore(ctx.keys.workers, ctx.worker_id) is not None
                     # the held lease lives a whole lease again; its queue score is its end
                     assert await redis.pttl(keys.in_progress(held)) > 1000
                     score = await redis.zscore(queue, held)
@@ -141,9 +141,9 @@ async def test_heartbeat_writes_the_record_renews_leases_and_reports_lost_ones(
             assert f"job {held}: lease lost" not in caplog.text
             assert ctx.health.redis_reachable
         finally:
-            await redis.delete(keys.worker(ctx.worker_id), queue)
+            await redis.delete(ctx.keys.worker(ctx.worker_id), queue)
             await redis.delete(keys.in_progress(held), keys.in_progress(lost))
-            await redis.zrem(keys.WORKERS, ctx.worker_id)
+            await redis.zrem(ctx.keys.workers, ctx.worker_id)
 
 
 @pytest.mark.asyncio
@@ -152,16 +152,16 @@ async def test_heartbeat_beats_again_every_interval(app: taskflow.TaskFlow, redi
         ctx = context(app)
         try:
             async with running(Heartbeat(), ctx):
-                first = orjson.loads(await redis.get(keys.worker(ctx.worker_id)) or b"{}")
+                first = orjson.loads(await redis.get(ctx.keys.worker(ctx.worker_id)) or b"{}")
 
                 async def beat_again() -> bool:
-                    raw = await redis.get(keys.worker(ctx.worker_id))
+                    raw = await redis.get(ctx.keys.worker(ctx.worker_id))
                     return raw is not None and orjson.loads(raw)["beat_ms"] > first["beat_ms"]
 
                 await until(beat_again, timeout=5)
         finally:
-            await redis.delete(keys.worker(ctx.worker_id))
-            await redis.zrem(keys.WORKERS, ctx.worker_id)
+            await redis.delete(ctx.keys.worker(ctx.worker_id))
+            await redis.zrem(ctx.keys.workers, ctx.worker_id)
 
 
 @pytest.mark.asyncio
@@ -270,7 +270,7 @@ async def test_metrics_recorder_flushes_samples_into_the_bucket_hashes(
     )
     combo = SEP.join((task, queue_name, "succeeded")) + SEP
     buckets = [
-        keys.metrics_bucket(
+        app.keys.metrics_bucket(
             int(r.bucket.total_seconds()),
             finished - finished % int(r.bucket.total_seconds() * 1000),
         )
@@ -300,20 +300,20 @@ async def test_system_collector_appends_samples_to_the_system_stream(
         ours: list[bytes] = []
 
         async def sampled() -> bool:
-            entries = await redis.xrevrange(keys.SYSTEM_STREAM, count=200)
+            entries = await redis.xrevrange(ctx.keys.system_stream, count=200)
             ours[:] = [id_ for id_, f in entries if f[b"worker"] == ctx.worker_id.encode()]
             return bool(ours)
 
         try:
             async with running(SystemCollector(), ctx):
                 await until(sampled, timeout=5)
-            [(_, fields)] = await redis.xrange(keys.SYSTEM_STREAM, ours[-1], ours[-1])
+            [(_, fields)] = await redis.xrange(ctx.keys.system_stream, ours[-1], ours[-1])
             sample = SystemSample.from_json(fields[b"sample"])
             assert sample.worker == ctx.worker_id and sample.memory_used_bytes > 0
         finally:
             await sampled()
             if ours:
-                await redis.xdel(keys.SYSTEM_STREAM, *ours)
+                await redis.xdel(ctx.keys.system_stream, *ours)
 
 
 @pytest.mark.asyncio
@@ -339,9 +339,9 @@ async def test_alert_evaluator_fires_a_rule_that_holds(
             assert state["last_value"] == "1.0"
         finally:
             state = await app.alerts.state(rule.name)
-            await redis.delete(queue, keys.alert_state(rule.name))
+            await redis.delete(queue, app.keys.alert_state(rule.name))
             if state.get("alert_id"):
-                await reply(redis.hdel(keys.ALERT_IDS, state["alert_id"]))
+                await reply(redis.hdel(app.keys.alert_ids, state["alert_id"]))
 
 
 # -- the metrics server ---------------------------------------------------------------------

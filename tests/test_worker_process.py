@@ -34,6 +34,7 @@ from tests.processes import WorkerProcess, child_env, wait_live
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 APP = "tests.apps.worker_app:app"
+APP_NAME = APP.partition(":")[0]  # TaskFlow.name: the module that builds the app
 TASK = "sleep_then_record"
 
 
@@ -280,7 +281,9 @@ async def test_check_follows_worker_liveness(redis: Redis, workers: Workers) -> 
     queue = new_queue("check")
     nobody = new_queue("nobody")
     worker = await workers.start_live(redis, [queue])
-    worker_id = next(w.id for w in await taskflow.live_workers(redis) if w.pid == worker.pid)
+    worker_id = next(
+        w.id for w in await taskflow.live_workers(redis, APP_NAME) if w.pid == worker.pid
+    )
 
     served = await anyio.to_thread.run_sync(run_check, queue)
     assert served.returncode == 0, served.stdout + served.stderr
@@ -294,9 +297,9 @@ async def test_check_follows_worker_liveness(redis: Redis, workers: Workers) -> 
     worker.signal(signal.SIGTERM)
     assert await worker.wait(timeout=10) == 0, worker.log()
     # a clean shutdown removes the heartbeat at once (no waiting for it to expire)
-    assert await redis.zscore(keys.WORKERS, worker_id) is None
-    assert not await redis.exists(keys.worker(worker_id))
-    assert not [w for w in await taskflow.live_workers(redis) if w.pid == worker.pid]
+    assert await redis.zscore(keys.AppKeys(APP_NAME).workers, worker_id) is None
+    assert not await redis.exists(keys.AppKeys(APP_NAME).worker(worker_id))
+    assert not [w for w in await taskflow.live_workers(redis, APP_NAME) if w.pid == worker.pid]
     stopped = await anyio.to_thread.run_sync(run_check, queue)
     assert stopped.returncode != 0, stopped.stdout + stopped.stderr
 
@@ -308,7 +311,7 @@ async def test_worker_with_two_queue_options_serves_both(
     app = await client_apps(first)
     await client_apps(second)  # only for the cleanup of its keys
     worker = await workers.start_live(redis, [first, second])
-    info = next(w for w in await taskflow.live_workers(redis) if w.pid == worker.pid)
+    info = next(w for w in await taskflow.live_workers(redis, APP_NAME) if w.pid == worker.pid)
     assert info.queues == [first, second]
 
     keys_1 = [job_key(first, "a", i) for i in range(5)]
@@ -351,7 +354,7 @@ async def test_second_signal_skips_the_grace_period(
         assert worker.proc.poll() is None, "exited before the grace period:\n" + worker.log()
         for handle in handles:
             assert await handle.status() is taskflow.JobStatus.RUNNING
-        assert [w for w in await taskflow.live_workers(redis) if w.pid == worker.pid]
+        assert [w for w in await taskflow.live_workers(redis, APP_NAME) if w.pid == worker.pid]
 
         worker.signal(signum)
         # the second signal skips what is left of the 60 s grace period

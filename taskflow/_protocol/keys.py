@@ -25,9 +25,9 @@ from arq.constants import (
 
 __all__ = (
     "ABORT",
-    "ALERT_HISTORY",
-    "ALERT_IDS",
-    "ALERT_STATE_PREFIX",
+    "APP_NAME_PATTERN",
+    "APP_PREFIX",
+    "AppKeys",
     "ATTEMPT_COUNTER_TTL_S",
     "DONE_CHANNEL_PREFIX",
     "FAILURES_PREFIX",
@@ -41,15 +41,11 @@ __all__ = (
     "RETRY_PREFIX",
     "RUN_FIELDS",
     "RUN_PREFIX",
-    "SYSTEM_STREAM",
     "WAKE_PREFIX",
-    "WORKERS",
-    "alert_state",
     "done_channel",
     "failures",
     "in_progress",
     "job",
-    "metrics_bucket",
     "node_job_id",
     "notify",
     "parse_node_job_id",
@@ -60,7 +56,6 @@ __all__ = (
     "run",
     "run_keys",
     "wake_channel",
-    "worker",
 )
 
 # -- arq's job keys -------------------------------------------------------------------------
@@ -134,36 +129,61 @@ def done_channel(listener_id: str) -> str:
     return DONE_CHANNEL_PREFIX + listener_id
 
 
-# -- workers, metrics, alerts ---------------------------------------------------------------
+# -- per-application keys: workers, metrics, alerts ----------------------------------------
 
-WORKERS: Final = "taskflow:workers"
-"""Sorted set of worker ids by last heartbeat."""
-
-
-def worker(worker_id: str) -> str:
-    """A worker's heartbeat record, expiring unless renewed."""
-    return "taskflow:worker:" + worker_id
+APP_PREFIX: Final = "taskflow:app:"
+APP_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+"""What an app name may be: it is spelled into key names."""
 
 
-SYSTEM_STREAM: Final = "taskflow:metrics:system"
-"""Stream of system samples from every worker (fields: worker, sample JSON)."""
+class AppKeys:
+    """The keys one application owns: its worker registry, metrics and alert state.
 
+    Two apps on one Redis (say ``billing`` and ``search``) keep these apart; jobs, queues
+    and graph runs keep arq's layout and are shared by name.
+    """
 
-def metrics_bucket(width_s: int, start_ms: int) -> str:
-    """Hash of job metrics for one resolution (bucket width) and one time bucket."""
-    return f"taskflow:metrics:{width_s}s:{start_ms}"
+    __slots__ = (
+        "alert_history",
+        "alert_ids",
+        "alert_state_prefix",
+        "app",
+        "prefix",
+        "system_stream",
+        "workers",
+    )
 
+    def __init__(self, app: str) -> None:
+        if not APP_NAME_PATTERN.match(app):
+            raise ValueError(
+                f"app name {app!r} is not valid: use 1 to 100 letters, digits, '_', '.' or '-'"
+            )
+        self.app = app
+        self.prefix = f"{APP_PREFIX}{app}:"
+        self.workers = self.prefix + "workers"
+        """Sorted set of the app's worker ids by last heartbeat."""
+        self.system_stream = self.prefix + "metrics:system"
+        """Stream of system samples from the app's workers (fields: worker, sample JSON)."""
+        self.alert_history = self.prefix + "alerts:history"
+        """Capped stream of alert events: firing, suppressed, resolved, acknowledged."""
+        self.alert_ids = self.prefix + "alerts:ids"
+        """Hash alert id -> rule name."""
+        self.alert_state_prefix = self.prefix + "alert:state:"
 
-ALERT_HISTORY: Final = "taskflow:alerts:history"
-"""Capped stream of alert events: firing, suppressed, resolved, acknowledged."""
-ALERT_IDS: Final = "taskflow:alerts:ids"
-"""Hash alert id -> rule name."""
-ALERT_STATE_PREFIX: Final = "taskflow:alert:state:"
+    def __repr__(self) -> str:
+        return f"AppKeys({self.app!r})"
 
+    def worker(self, worker_id: str) -> str:
+        """A worker's heartbeat record, expiring unless renewed."""
+        return f"{self.prefix}worker:{worker_id}"
 
-def alert_state(rule: str) -> str:
-    """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""
-    return ALERT_STATE_PREFIX + rule
+    def metrics_bucket(self, width_s: int, start_ms: int) -> str:
+        """Hash of job metrics for one resolution (bucket width) and one time bucket."""
+        return f"{self.prefix}metrics:{width_s}s:{start_ms}"
+
+    def alert_state(self, rule: str) -> str:
+        """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""
+        return self.alert_state_prefix + rule
 
 
 # -- graph runs: one key family per run, sharing the hash tag {run_id} -------------------
@@ -217,6 +237,5 @@ LUA_PREFIXES: Final = {
     "notify": NOTIFY_PREFIX,
     "wake": WAKE_PREFIX,
     "run": RUN_PREFIX,
-    "alert_state": ALERT_STATE_PREFIX,
 }
 """Prefixes of the keys and channels a script can only name at run time, by Lua name."""

@@ -406,22 +406,24 @@ class Scripts:
             args += [ttl, len(ops) // 3, *ops]
         await self._metrics_flush(keys=list(buckets), args=args)
 
-    async def alert_step(self, rule: str, args: list[Any]) -> tuple[AlertAction, str, str]:
-        """One evaluation of one rule (ARGV as ``lua/alert_step.lua`` lists, rule name 7th);
-        ``(action, alert id, started ms)``."""
+    async def alert_step(
+        self, app: keys.AppKeys, rule: str, args: list[Any]
+    ) -> tuple[AlertAction, str, str]:
+        """One evaluation of one of ``app``'s rules (ARGV as ``lua/alert_step.lua`` lists,
+        rule name 7th); ``(action, alert id, started ms)``."""
         reply = await self._alert_step(
-            keys=[keys.alert_state(rule), keys.ALERT_HISTORY, keys.ALERT_IDS], args=args
+            keys=[app.alert_state(rule), app.alert_history, app.alert_ids], args=args
         )
         action, alert_id, started = (part.decode() for part in reply)
         return AlertAction(action), alert_id, started
 
     async def alert_ack(
-        self, alert_id: str, by: str, note: str, now_ms: int, history_max: int
+        self, app: keys.AppKeys, alert_id: str, by: str, note: str, now_ms: int, history_max: int
     ) -> tuple[AckReply, str]:
-        """Acknowledge a firing alert: ``(OK, rule)`` or ``(reason, "")``."""
+        """Acknowledge one of ``app``'s firing alerts: ``(OK, rule)`` or ``(reason, "")``."""
         reply = await self._alert_ack(
-            keys=[keys.ALERT_IDS, keys.ALERT_HISTORY],
-            args=[alert_id, by, note, now_ms, history_max],
+            keys=[app.alert_ids, app.alert_history],
+            args=[alert_id, by, note, now_ms, history_max, app.alert_state_prefix],
         )
         status, detail = (part.decode() for part in reply)
         if status == "ok":

@@ -12,7 +12,6 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .._clock import now_ms
-from .._protocol import keys
 from ..connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
@@ -57,8 +56,8 @@ class Heartbeat:
         }
         try:
             async with ctx.redis.pipeline(transaction=False) as pipe:
-                pipe.set(keys.worker(ctx.worker_id), orjson.dumps(record), px=lease_ms)
-                pipe.zadd(keys.WORKERS, {ctx.worker_id: now})
+                pipe.set(ctx.keys.worker(ctx.worker_id), orjson.dumps(record), px=lease_ms)
+                pipe.zadd(ctx.keys.workers, {ctx.worker_id: now})
                 await pipe.execute()
             renewing = [
                 (job_id, slot.claim.queue)

@@ -24,7 +24,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from .._clock import now_ms
-from .._protocol import keys
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError
@@ -355,8 +354,8 @@ class Worker:
     async def _deregister(self) -> None:
         try:
             async with self.app.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(keys.worker(self.id))
-                pipe.zrem(keys.WORKERS, self.id)
+                pipe.delete(self.app.keys.worker(self.id))
+                pipe.zrem(self.app.keys.workers, self.id)
                 await pipe.execute()
         except (RedisError, OSError, LifecycleError) as exc:
             logger.warning("could not remove heartbeat of %s: %s", self.id, exc)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from arq.connections import ArqRedis
 
     from .._client import Client
+    from .._protocol.keys import AppKeys
     from .._protocol.scripts import Claimed, Scripts
     from ..config import Settings, WorkerSettings
     from .meter import JobSample
@@ -145,6 +146,11 @@ class ServiceContext:
     def redis(self) -> ArqRedis:
         """The app's Redis client (borrowed: never close it)."""
         return self.client.redis
+
+    @property
+    def keys(self) -> AppKeys:
+        """The keys the app owns (worker registry, metrics, alerts)."""
+        return self.client.keys
 
     @property
     def scripts(self) -> Scripts:

@@ -21,7 +21,6 @@ from anyio import CancelScope, fail_after, get_cancelled_exc_class
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._clock import ms_to_datetime, now_ms
-from .._protocol import keys
 from .._protocol.scripts import AckReply, AlertAction
 from ..connection import CONNECTION_ERRORS
 from ..errors import AlertNotFound, ConfigurationError
@@ -99,7 +98,9 @@ class AlertManager:
         """
         if not by:
             raise ConfigurationError("ack needs by= (who acknowledges)")
-        verdict, rule = await self.app.scripts.alert_ack(alert_id, by, note, now_ms(), HISTORY_MAX)
+        verdict, rule = await self.app.scripts.alert_ack(
+            self.app.keys, alert_id, by, note, now_ms(), HISTORY_MAX
+        )
         if verdict is not AckReply.OK:
             raise AlertNotFound(f"alert {alert_id!r} cannot be acknowledged: it is {verdict.value}")
         return rule
@@ -110,7 +111,10 @@ class AlertManager:
         """Alert events since then, oldest first (kept: the last ~10,000)."""
         start = datetime.now(UTC) - since if isinstance(since, timedelta) else since
         entries = await self.app.redis.xrange(
-            keys.ALERT_HISTORY, min=str(int(start.timestamp() * 1000)), max="+", count=limit
+            self.app.keys.alert_history,
+            min=str(int(start.timestamp() * 1000)),
+            max="+",
+            count=limit,
         )
         records = []
         for _, raw in entries:
@@ -134,7 +138,7 @@ class AlertManager:
     async def state(self, rule: str) -> dict[str, str]:
         """A rule's current state hash (state, alert_id, started_at, ...)."""
         async with self.app.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.alert_state(rule))
+            pipe.hgetall(self.app.keys.alert_state(rule))
             [raw] = await pipe.execute()
         return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -179,7 +183,7 @@ class AlertEvaluator:
         first = next((r for r in results if r.holds), results[0])
         now = now_ms()
         async with app.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.alert_state(rule.name), ["state", "started_at"])
+            pipe.hmget(app.keys.alert_state(rule.name), ["state", "started_at"])
             [(state, started_ms)] = await pipe.execute()
         # history and notices carry the start of the alert they belong to: a resolution or a
         # reminder the current one's, a new firing this evaluation's time
@@ -187,6 +191,7 @@ class AlertEvaluator:
         started = _iso(int(started_ms)) if ongoing else _iso(now)
         message = render_message(rule, "firing" if holds else "resolved", results, started)
         action, alert_id, started = await app.scripts.alert_step(
+            app.keys,
             rule.name,
             [
                 int(holds),

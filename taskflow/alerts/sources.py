@@ -42,7 +42,7 @@ class Measurer:
             oldest = await redis.zrangebyscore(queue, "-inf", now, start=0, num=1, withscores=True)
             return max(0.0, (now - oldest[0][1]) / 1000) if oldest else 0.0
         if metric == "live_workers":
-            workers = await live_workers(redis)
+            workers = await live_workers(redis, self.app.keys)
             return float(sum(1 for w in workers if c.queue is None or c.queue in w.queues))
         if metric in ("system_cpu", "system_memory", "loop_lag"):
             return await self._system(metric, c)

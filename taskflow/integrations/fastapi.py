@@ -388,7 +388,7 @@ def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
 async def _health(app: TaskFlow) -> HealthReport:
     redis = app.redis
     await redis.ping()
-    workers = await live_workers(redis)
+    workers = await live_workers(redis, app.keys)
     names = app.queues or [app.settings.default_queue]
     now = now_ms()
     async with redis.pipeline(transaction=False) as pipe:

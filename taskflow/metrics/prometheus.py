@@ -184,7 +184,7 @@ class MetricsExporter:
             for queue in queues:
                 pipe.zcard(keys.queue(queue))
             depths: list[int] = await pipe.execute()
-        workers = await live_workers(redis)
+        workers = await live_workers(redis, self.app.keys)
         families = _job_families(series)
         depth = GaugeMetricFamily(
             "taskflow_queue_jobs",

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .._clock import ms_to_datetime, now_ms
-from .._protocol import keys
 from ..config import Resolution
 from ..errors import ConfigurationError
 from .histogram import Histogram
@@ -155,7 +154,7 @@ class Metrics:
         starts = range(start_ms - start_ms % width, end_ms + 1, width)
         async with self.app.redis.pipeline(transaction=False) as pipe:
             for bucket in starts:
-                pipe.hgetall(keys.metrics_bucket(width // 1000, bucket))
+                pipe.hgetall(self.app.keys.metrics_bucket(width // 1000, bucket))
             hashes = await pipe.execute()
         fields = tuple(group)
         out: dict[tuple[str | None, ...], Aggregate] = {}
@@ -276,7 +275,9 @@ class Metrics:
     ) -> dict[str, list[SystemSample]]:
         """System samples per worker id, oldest first."""
         start, end = _window(since, until)
-        entries = await self.app.redis.xrange(keys.SYSTEM_STREAM, min=str(start), max=str(end))
+        entries = await self.app.redis.xrange(
+            self.app.keys.system_stream, min=str(start), max=str(end)
+        )
         out: dict[str, list[SystemSample]] = {}
         for _, data in entries:
             worker_id = data[b"worker"].decode()

@@ -78,6 +78,7 @@ class MetricsRecorder:
             int((r.retention + r.bucket).total_seconds() * 1000) for r in settings.resolutions
         ]
         self._scripts: Scripts | None = None
+        self._keys: keys.AppKeys | None = None
 
     def job_finished(self, sample: JobSample) -> None:
         """Aggregate one finished attempt (a :class:`JobObserver` hook; no I/O)."""
@@ -96,7 +97,7 @@ class MetricsRecorder:
             aggregate.add(sample, values, indexes)
 
     async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
-        self._scripts = ctx.scripts
+        self._scripts, self._keys = ctx.scripts, ctx.keys
         task_status.started()
         interval = self.settings.flush_interval.total_seconds()
         try:
@@ -109,13 +110,13 @@ class MetricsRecorder:
 
     async def flush(self, health: Health) -> None:
         """Write everything aggregated so far; on failure keep it for the next flush."""
-        if not self._pending or self._scripts is None:
+        if not self._pending or self._scripts is None or self._keys is None:
             return
         pending, self._pending = self._pending, {}
         by_key: dict[str, list[Any]] = {}
         ttls: dict[str, int] = {}
         for (level, start, combo), aggregate in pending.items():
-            key = keys.metrics_bucket(self._widths[level] // 1000, start)
+            key = self._keys.metrics_bucket(self._widths[level] // 1000, start)
             by_key.setdefault(key, []).extend(aggregate.ops(combo))
             ttls[key] = self._ttls[level]
         try:

@@ -1,6 +1,6 @@
 """The system collector: a worker sibling sampling the host and the worker process.
 
-Each sample goes to one Redis stream shared by all workers (``keys.SYSTEM_STREAM``),
+Each sample goes to one Redis stream shared by all workers (``AppKeys.system_stream``: one per app),
 trimmed to ``MetricsSettings.system_retention``. Event-loop lag is measured by a probe that
 sleeps a fixed 100 ms and records how late it wakes up.
 """
@@ -20,7 +20,6 @@ import psutil
 from anyio.abc import TaskStatus
 
 from .._clock import now_ms
-from .._protocol import keys
 from ..connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class SystemCollector:
                     continue
                 try:
                     await ctx.redis.xadd(
-                        keys.SYSTEM_STREAM,
+                        ctx.keys.system_stream,
                         {"worker": ctx.worker_id, "sample": orjson.dumps(asdict(sample))},
                         minid=str(now_ms() - retention_ms),
                         approximate=True,

@@ -116,7 +116,7 @@ async def test_health_lists_the_worker_and_its_queues(
         assert body["queues"][queue_name]["workers"] == 1
         assert body["queues"][queue_name]["deferred"] == 0
     # shutdown drained the worker and removed its heartbeat
-    assert worker_id not in {w.id for w in await taskflow.live_workers(redis)}
+    assert worker_id not in {w.id for w in await taskflow.live_workers(redis, tf.name)}
 
 
 @pytest.mark.asyncio
