@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
+from ._options import did_you_mean
 from .errors import ArgumentError, ConfigurationError, SerializationError
 
 __all__ = ("Signature",)
@@ -91,8 +92,33 @@ class Signature:
         )
 
     def bind(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError unless the arguments fit the signature (no type checks)."""
-        self._sig.bind(*args, **kwargs)
+        """Raise ArgumentError (a TypeError) unless the arguments fit the signature (no type
+        checks)."""
+        self._bind(args, kwargs)
+
+    def _bind(
+        self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+    ) -> inspect.BoundArguments:
+        try:
+            return self._sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"{self.task_name}(): {self._explain(kwargs, exc)}") from None
+
+    def _explain(self, kwargs: dict[str, Any], exc: TypeError) -> str:
+        """inspect's message, or for a keyword the task does not take, that keyword named as
+        unknown with the closest parameter (a misspelt ``widht=`` is not "missing width")."""
+        if _P.VAR_KEYWORD in self._kinds.values():
+            return str(exc)
+        keywords = [n for n, k in self._kinds.items() if k is not _P.POSITIONAL_ONLY]
+        keywords = [n for n in keywords if self._kinds[n] not in _VARIADIC]
+        unknown = [name for name in kwargs if name not in self._kinds]
+        if not unknown:
+            return str(exc)
+        takes = ", ".join(keywords) if keywords else "no keyword arguments"
+        return (
+            f"unknown keyword argument {unknown[0]!r}{did_you_mean(unknown[0], keywords)}; "
+            f"it takes {takes}"
+        )
 
     def _arguments(
         self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
@@ -111,10 +137,7 @@ class Signature:
                 if self._required.issubset(data):
                     return data
         # anything unusual (and every error): inspect's bind, for its exact messages
-        try:
-            return dict(self._sig.bind(*args, **kwargs).arguments)
-        except TypeError as exc:
-            raise ArgumentError(f"{self.task_name}(): {exc}") from None
+        return dict(self._bind(args, kwargs).arguments)
 
     def _validate(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> BaseModel:
         data = self._arguments(args, kwargs)
@@ -145,10 +168,7 @@ class Signature:
     ) -> tuple[list[Any], dict[str, Any]]:
         """Like :meth:`encode` for a graph node: arguments holding parent nodes are only
         encoded (validated later, by the worker, once the parents' results exist)."""
-        try:
-            bound = self._sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentError(f"{self.task_name}(): {exc}") from None
+        bound = self._bind(args, kwargs)
         data: dict[str, Any] = {}
         for name, value in bound.arguments.items():
             if is_deferred(value):

@@ -15,14 +15,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
-from pydantic import TypeAdapter, ValidationError
-
 from ._clock import now_ms
 from ._listener import ResultListener
+from ._options import check_queue, duration_option
 from ._protocol import keys
 from ._protocol.codecs import JobPayload, JobResult, encode_job, encode_result
 from ._protocol.scripts import Scripts
-from .config import Backoff, QueueName, Settings, build, settings_from_env
+from .config import Backoff, Settings, build, parse_duration, settings_from_env
 from .connection import open_redis, redact
 from .errors import ConfigurationError, FailureKind, LifecycleError, PayloadError, UnknownTask
 from .graph import Graph
@@ -38,7 +37,6 @@ __all__ = ("Client",)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_QUEUE_NAME: TypeAdapter[str] = TypeAdapter(QueueName)
 
 
 class _State(enum.Enum):
@@ -149,8 +147,8 @@ class Client:
         retries: int | None = None,
         backoff: Backoff | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | timedelta | None = None,
-        result_ttl: float | timedelta | None = None,
+        timeout: float | timedelta | str | None = None,
+        result_ttl: float | timedelta | str | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
 
     def task(
@@ -163,8 +161,8 @@ class Client:
         retries: int | None = None,
         backoff: Backoff | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | timedelta | None = None,
-        result_ttl: float | timedelta | None = None,
+        timeout: float | timedelta | str | None = None,
+        result_ttl: float | timedelta | str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
         """Register an ``async def`` as a task.
 
@@ -175,8 +173,10 @@ class Client:
         :param backoff: delay between attempts; ``settings.retry.backoff`` (exponential with
             full jitter) by default.
         :param retry_on: exception types that are retried (others fail at once).
-        :param timeout: seconds an attempt may run; a timed-out attempt fails (and retries).
-        :param result_ttl: how long the result is kept; ``settings.result_ttl`` by default.
+        :param timeout: how long an attempt may run (seconds, a timedelta or ``"30s"``-style
+            duration); a timed-out attempt fails (and retries).
+        :param result_ttl: how long the result is kept (a duration as for ``timeout``; 0 keeps
+            none); ``settings.result_ttl`` by default.
         :raises ConfigurationError: not a coroutine function, a taken name, bad values.
         """
 
@@ -201,8 +201,8 @@ class Client:
         retries: int | None,
         backoff: Backoff | None,
         retry_on: tuple[type[BaseException], ...],
-        timeout: float | timedelta | None,
-        result_ttl: float | timedelta | None,
+        timeout: float | timedelta | str | None,
+        result_ttl: float | timedelta | str | None,
     ) -> TaskOptions:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(
@@ -210,43 +210,45 @@ class Client:
                 "wrap blocking code with anyio.to_thread.run_sync inside an async def"
             )
         policy = self.settings.retry
+        task_name = fn.__name__ if name is None else name
+        if not isinstance(task_name, str) or not 1 <= len(task_name) <= 200:
+            raise ConfigurationError(
+                f"name={task_name!r} is not a valid task name: use a string of 1-200 characters"
+            )
         retries = policy.retries if retries is None else retries
-        if not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(
+                f"retries={retries!r} is invalid: use an integer >= 0 (extra attempts after "
+                "the first; 0 means no retry)"
+            )
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ConfigurationError(
+                f"backoff={backoff!r} is invalid: use taskflow.Backoff(...), e.g. "
+                "taskflow.Backoff(base=5, cap=300) waits up to 5 s, 10 s, 20 s ... 300 s "
+                "between attempts, or Backoff(base=5, factor=1, jitter=False) for 5 s each time"
+            )
         if not isinstance(retry_on, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
         ):
             raise ConfigurationError(
-                f"retry_on must be a tuple of exception types, got {retry_on!r}"
+                f"retry_on={retry_on!r} is invalid: use a tuple of exception types, "
+                "e.g. (TimeoutError, ConnectionError)"
             )
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if seconds is not None and seconds <= 0:
-            raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
+        limit = None if timeout is None else duration_option("timeout", timeout, minimum=1e-9)
         ttl = (
             self.settings.result_ttl
             if result_ttl is None
-            else result_ttl
-            if isinstance(result_ttl, timedelta)
-            else timedelta(seconds=result_ttl)
+            else duration_option("result_ttl", result_ttl, minimum=0)
         )
-        if ttl < timedelta(0):
-            raise ConfigurationError(
-                f"result_ttl must be >= 0 (0 keeps no result), got {result_ttl!r}"
-            )
-        queue_name = queue or self.settings.default_queue
-        try:
-            _QUEUE_NAME.validate_python(queue_name)
-        except ValidationError:
-            raise ConfigurationError(
-                f"queue name {queue_name!r} is invalid: use 1-200 letters, digits and _.:-"
-            ) from None
+        queue_name = self.settings.default_queue if queue is None else queue
+        check_queue(queue_name)
         return TaskOptions(
-            name=name or fn.__name__,
+            name=task_name,
             queue=queue_name,
             retries=retries,
             backoff=backoff or policy.backoff,
             retry_on=retry_on,
-            timeout=seconds,
+            timeout=None if limit is None else limit.total_seconds(),
             result_ttl=ttl,
         )
 
@@ -472,4 +474,7 @@ def _defer_ms(now: int, options: EnqueueOptions) -> int:
     delay = options.delay
     if delay is None:
         return 0
-    return int((delay.total_seconds() if isinstance(delay, timedelta) else delay) * 1000)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    return int(
+        (parse_duration(seconds).total_seconds() if isinstance(seconds, str) else seconds) * 1000
+    )

@@ -7,18 +7,27 @@ Built by :meth:`taskflow.Task.with_options`; the deprecated ``_delay=``-style ke
 
 from __future__ import annotations
 
-import math
+import difflib
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .config import QueueName
+from .config import DURATION_FORMS, QueueName, parse_duration
 from .errors import ConfigurationError
 
-__all__ = ("ENQUEUE_OPTIONS", "NO_OPTIONS", "EnqueueOptions", "legacy_options")
+__all__ = (
+    "ENQUEUE_OPTIONS",
+    "NO_OPTIONS",
+    "EnqueueOptions",
+    "check_queue",
+    "did_you_mean",
+    "duration_option",
+    "legacy_options",
+)
 
 _QUEUE_NAME: TypeAdapter[str] = TypeAdapter(QueueName)
 
@@ -27,7 +36,8 @@ _QUEUE_NAME: TypeAdapter[str] = TypeAdapter(QueueName)
 class EnqueueOptions:
     """When and where an enqueue puts its jobs; built by :meth:`Task.with_options`.
 
-    :param delay: run no earlier than this many seconds (a float or a timedelta) from now.
+    :param delay: run no earlier than this from now: seconds, a timedelta or a duration
+        string such as ``"30s"``, ``"15m"``, ``"1h30m"`` or ``"PT5M"``.
     :param defer_until: run no earlier than this timezone-aware datetime (not with ``delay``).
     :param job_id: the job's own id, 1-200 characters. Deduplicates: if a job or a result with
         this id exists, nothing is enqueued and the handle has ``enqueued=False``.
@@ -35,13 +45,13 @@ class EnqueueOptions:
     :raises ConfigurationError: a value of the wrong type or out of range, naming it.
     """
 
-    delay: float | timedelta | None = None
+    delay: float | timedelta | str | None = None
     defer_until: datetime | None = None
     job_id: str | None = None
     queue: str | None = None
 
     def __post_init__(self) -> None:
-        _check_delay(self.delay)
+        delay = None if self.delay is None else duration_option("delay", self.delay, minimum=0)
         if self.defer_until is not None:
             _check_defer_until(self.defer_until)
             if self.delay is not None:
@@ -52,7 +62,9 @@ class EnqueueOptions:
         if self.job_id is not None:
             _check_job_id(self.job_id)
         if self.queue is not None:
-            _check_queue(self.queue)
+            check_queue(self.queue)
+        if delay is not None:
+            object.__setattr__(self, "delay", delay)  # one form for the enqueue path
 
 
 ENQUEUE_OPTIONS = ("_delay", "_defer_until", "_job_id", "_queue")
@@ -66,7 +78,8 @@ def legacy_options(given: dict[str, Any], valid: tuple[str, ...], method: str) -
     unknown = sorted(set(legacy) - set(valid))
     if unknown:
         raise ConfigurationError(
-            f"unknown enqueue option {unknown[0]!r}; valid options: {', '.join(valid)}"
+            f"unknown enqueue option {unknown[0]!r}{did_you_mean(unknown[0], valid)}; "
+            f"valid options: {', '.join(valid)}"
         )
     options = {k[1:]: v for k, v in legacy.items() if v is not None}
     if not options:
@@ -82,17 +95,20 @@ def legacy_options(given: dict[str, Any], valid: tuple[str, ...], method: str) -
     return EnqueueOptions(**options)
 
 
-def _check_delay(delay: object) -> None:
-    if delay is None:
-        return
-    if isinstance(delay, timedelta):
-        seconds = delay.total_seconds()
-    elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        seconds = float(delay)
-    else:
-        raise ConfigurationError(f"delay must be seconds (a float) or a timedelta, got {delay!r}")
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise ConfigurationError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+def duration_option(option: str, value: object, *, minimum: float) -> timedelta:
+    """``value`` parsed by the one duration parser, at least ``minimum`` seconds (``0``:
+    zero allowed; anything above: strictly more than zero)."""
+    try:
+        duration = parse_duration(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{option}={value!r} is not a duration: use {DURATION_FORMS}"
+        ) from None
+    seconds = duration.total_seconds()
+    if seconds < 0 or (minimum > 0 and seconds == 0):
+        bound = ">= 0" if minimum == 0 else "> 0"
+        raise ConfigurationError(f"{option} must be {bound}, got {value!r}")
+    return duration
 
 
 def _check_defer_until(until: object) -> None:
@@ -114,13 +130,21 @@ def _check_job_id(job_id: object) -> None:
     raise ConfigurationError(f"job_id must be a string of 1-200 characters, got {got}")
 
 
-def _check_queue(queue: object) -> None:
+def check_queue(queue: object, option: str = "queue") -> None:
+    """Refuse a queue name no worker could serve, naming it and the valid form."""
     try:
         _QUEUE_NAME.validate_python(queue)
     except ValidationError:
         raise ConfigurationError(
-            f"queue name {queue!r} is invalid: use 1-200 letters, digits and _.:-"
+            f"{option}={queue!r} is not a valid queue name: use 1-200 letters, digits "
+            "and the characters _ . : -"
         ) from None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 NO_OPTIONS = EnqueueOptions()

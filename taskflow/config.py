@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -28,6 +29,7 @@ from .errors import ConfigurationError
 
 __all__ = (
     "DEFAULT_REDIS_URL",
+    "DURATION_FORMS",
     "Backoff",
     "Duration",
     "MetricsSettings",
@@ -48,6 +50,63 @@ _frozen = ConfigDict(frozen=True, extra="forbid")
 QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+DURATION_FORMS = (
+    "a number of seconds (30, 0.5), a string such as 500ms, 30s, 15m, 2h, 1d, 1w or 1h30m, "
+    "an ISO 8601 duration such as PT30S or P1DT2H, or a datetime.timedelta"
+)
+"""What :func:`parse_duration` accepts, for error messages."""
+
+
+def parse_duration(value: object) -> timedelta:
+    """The one duration parser: seconds, ``"500ms"``/``"30s"``/``"15m"``/``"2h"``/``"1d"``/
+    ``"1w"`` and sums such as ``"1h30m"``, ISO 8601 (``"PT30S"``), or a timedelta.
+
+    :raises ValueError: naming the value and every accepted form (the sign is left to the
+        caller: each setting says whether zero or negative makes sense).
+    """
+    if isinstance(value, timedelta):
+        return value
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _DURATION.match(text):
+            seconds = sum(
+                float(n) * _UNITS[unit.lower()] for n, unit in _DURATION_PART.findall(text)
+            )
+        elif re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text[:1] in "Pp-" and len(text) > 1:
+            try:
+                return _ISO_DURATION.validate_python(text)
+            except ValidationError:
+                pass
+    if seconds is not None and math.isfinite(seconds):
+        try:
+            return timedelta(seconds=seconds)
+        except OverflowError:
+            pass
+    raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+
+
+def _duration_input(value: object) -> object:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        # a pydantic ValueError keeps the message, with the field's location added
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration_input)]
+"""A timedelta field that accepts everything :func:`parse_duration` does."""
+
+
 def _seconds(value: timedelta) -> str:
     return f"{value.total_seconds():g}s"
 
@@ -65,8 +124,8 @@ def _not_negative(value: timedelta, info: ValidationInfo) -> timedelta:
 
 
 # durations a negative (or zero) value would make meaningless: refused, naming field and value
-_Positive = Annotated[timedelta, AfterValidator(_positive)]
-_NotNegative = Annotated[timedelta, AfterValidator(_not_negative)]
+_Positive = Annotated[timedelta, BeforeValidator(_duration_input), AfterValidator(_positive)]
+_NotNegative = Annotated[timedelta, BeforeValidator(_duration_input), AfterValidator(_not_negative)]
 
 
 class Backoff(BaseModel):
@@ -181,8 +240,8 @@ class Resolution(BaseModel):
 
     model_config = _frozen
 
-    bucket: timedelta = Field(description="Width of one time bucket.")
-    retention: timedelta = Field(description="Buckets older than this expire.")
+    bucket: Duration = Field(description="Width of one time bucket.")
+    retention: Duration = Field(description="Buckets older than this expire.")
 
     @model_validator(mode="after")
     def _sane(self) -> Self:
@@ -285,21 +344,6 @@ class Settings(BaseModel):
             )
         return self
 
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> Any:
-    """``"250ms"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"`` as a timedelta; any other
-    value is left for pydantic (seconds, ISO 8601, timedelta)."""
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-"""A timedelta that also accepts ``"15m"``-style strings (rules files, the CLI)."""
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -151,7 +151,7 @@ class Task(Generic[P, R]):
     def with_options(
         self,
         *,
-        delay: float | timedelta | None = None,
+        delay: float | timedelta | str | None = None,
         defer_until: datetime | None = None,
         job_id: str | None = None,
         queue: str | None = None,
@@ -192,7 +192,7 @@ class Task(Generic[P, R]):
         self,
         calls: Iterable[CallArguments[P]],
         *,
-        _delay: float | timedelta | None = None,
+        _delay: float | timedelta | str | None = None,
         _defer_until: datetime | None = None,
         _queue: str | None = None,
     ) -> list[JobHandle[R]]:
@@ -217,7 +217,7 @@ class Task(Generic[P, R]):
         self: _OneArgument[X, R],
         values: Iterable[X],
         *,
-        _delay: float | timedelta | None = None,
+        _delay: float | timedelta | str | None = None,
         _queue: str | None = None,
     ) -> list[JobHandle[R]]:
         """Enqueue one job per value, passed as the task's single positional argument.

@@ -366,23 +366,25 @@ def test_bad_queue_names(queue: str) -> None:
     async def f() -> None:
         pass
 
-    with pytest.raises(taskflow.ConfigurationError, match="queue name .* is invalid"):
+    with pytest.raises(
+        taskflow.ConfigurationError, match="queue=.* is not a valid queue name: use 1-200 letters"
+    ):
         app.task(queue=queue)(f)
 
 
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"retries": -1}, "retries must be an integer >= 0"),
-        ({"retries": 1.5}, "retries must be an integer >= 0"),
-        ({"retries": "3"}, "retries must be an integer >= 0"),
-        ({"timeout": 0}, "timeout must be positive"),
-        ({"timeout": -2.5}, "timeout must be positive"),
-        ({"timeout": timedelta(0)}, "timeout must be positive"),
+        ({"retries": -1}, "retries=.* is invalid: use an integer >= 0"),
+        ({"retries": 1.5}, "retries=.* is invalid: use an integer >= 0"),
+        ({"retries": "3"}, "retries=.* is invalid: use an integer >= 0"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"timeout": -2.5}, "timeout must be > 0"),
+        ({"timeout": timedelta(0)}, "timeout must be > 0"),
         ({"result_ttl": -1}, "result_ttl must be >= 0"),
-        ({"retry_on": ValueError}, "retry_on must be a tuple"),
-        ({"retry_on": (ValueError, int)}, "retry_on must be a tuple of exception types"),
-        ({"retry_on": [ValueError]}, "retry_on must be a tuple"),
+        ({"retry_on": ValueError}, "retry_on=.* is invalid: use a tuple of exception types"),
+        ({"retry_on": (ValueError, int)}, "retry_on=.* is invalid: use a tuple of exception"),
+        ({"retry_on": [ValueError]}, "retry_on=.* is invalid: use a tuple"),
     ],
 )
 def test_bad_task_options(options: dict[str, Any], pattern: str) -> None:

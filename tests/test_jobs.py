@@ -171,7 +171,9 @@ async def test_client_rejects_bad_arguments_and_writes_nothing(
             await with_id.enqueue(1, "not-an-int")  # type: ignore[arg-type]
         with pytest.raises(taskflow.ArgumentError, match="missing a required argument: 'b'"):
             await with_id.enqueue(1)  # type: ignore[call-arg]
-        with pytest.raises(taskflow.ArgumentError, match="unexpected keyword argument 'c'"):
+        with pytest.raises(
+            taskflow.ArgumentError, match="unknown keyword argument 'c'; it takes a, b"
+        ):
             await with_id.enqueue(1, 2, c=3)  # type: ignore[call-arg]
         assert await redis.zcard(keys.queue(queue_name)) == 0
         assert await redis.exists(keys.job(job_id)) == 0
@@ -628,15 +630,15 @@ async def test_defer_until_in_the_past_runs_now(app: taskflow.TaskFlow) -> None:
         ({"delay": 1, "defer_until": datetime.now(UTC)}, "not both; got delay=1 and defer_until="),
         ({"defer_until": datetime(2030, 1, 1)}, "timezone-aware datetime, got datetime.datetime"),
         ({"defer_until": "2030-01-01"}, "timezone-aware datetime, got '2030-01-01'"),
-        ({"delay": -1}, "delay must be a finite number of seconds >= 0, got -1"),
-        ({"delay": timedelta(seconds=-1)}, "delay must be a finite number of seconds >= 0"),
-        ({"delay": float("inf")}, "delay must be a finite number of seconds >= 0, got inf"),
-        ({"delay": "10"}, r"delay must be seconds \(a float\) or a timedelta, got '10'"),
+        ({"delay": -1}, "delay must be >= 0, got -1"),
+        ({"delay": timedelta(seconds=-1)}, "delay must be >= 0, got datetime.timedelta"),
+        ({"delay": float("inf")}, "delay=inf is not a duration: use a number of seconds"),
+        ({"delay": "soon"}, "delay='soon' is not a duration: use .* 30s, 15m, 2h"),
         ({"job_id": ""}, "job_id must be a string of 1-200 characters, got ''"),
         ({"job_id": "x" * 201}, r"job_id must be a string of 1-200 characters, .*201 characters"),
         ({"job_id": 42}, "job_id must be a string of 1-200 characters, got 42"),
-        ({"queue": "no spaces"}, "queue name 'no spaces' is invalid: use 1-200 letters"),
-        ({"queue": ""}, "queue name '' is invalid"),
+        ({"queue": "no spaces"}, "queue='no spaces' is not a valid queue name: use 1-200"),
+        ({"queue": ""}, "queue='' is not a valid queue name"),
     ],
 )
 async def test_bad_enqueue_options(
@@ -749,7 +751,7 @@ async def test_deprecated_underscore_options_still_work(
         # bad values are still refused, as with_options refuses them
         with (
             pytest.warns(DeprecationWarning),
-            pytest.raises(taskflow.ConfigurationError, match="delay must be a finite"),
+            pytest.raises(taskflow.ConfigurationError, match="delay must be >= 0"),
         ):
             await noop.enqueue(_delay=-1)  # type: ignore[call-arg]
         with pytest.raises(taskflow.ConfigurationError, match="unknown enqueue option '_dealy'"):
