@@ -34,6 +34,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -278,3 +280,30 @@ class Retry(Exception):
         super().__init__(reason or (f"retry in {delay:g}s" if delay is not None else "retry"))
         self.delay = delay
         self.reason = reason
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (through nested groups), or None if it holds more.
+
+    Task groups wrap whatever a worker's body or services raise; taskflow hands a single
+    error back as itself so that ``except taskflow.ArgumentError`` matches, and leaves a
+    genuine multi-error group (two services failing at once) as the group.
+    """
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        if len(leaf.exceptions) != 1:
+            return None
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """Re-raise a single-exception group that escapes the block as its one exception."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = sole_exception(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from .._clock import now_ms
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
-from ..errors import ConfigurationError, LifecycleError
+from ..errors import ConfigurationError, LifecycleError, sole_exception, unwrapped
 from .abort import AbortWatcher
 from .batcher import Batcher
 from .execute import Outcome, Slot, execute
@@ -138,28 +138,32 @@ class Worker:
         self.started_ms = now_ms()
         self.app.redis  # noqa: B018 - raises LifecycleError early if the app is not open
         try:
-            async with anyio.create_task_group() as outer:
-                context = self.context()
-                for service in self.services:
-                    await outer.start(partial(service.run, context), name=service.name)
-                async with anyio.create_task_group() as jobs:
-                    self._jobs = jobs
-                    jobs.start_soon(self._job_loop)
-                    logger.info(
-                        "worker %s serving %s, concurrency %d",
-                        self.id,
-                        self.queues,
-                        self.settings.concurrency,
-                    )
-                    task_status.started(self)
-                    await self._stop.wait()
-                    await self._drain()
-                outer.cancel_scope.cancel()
+            with unwrapped():
+                await self._serve(task_status)
         finally:
             self._state = _State.STOPPED
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._deregister()
             logger.info("worker %s stopped: %s", self.id, dict(self.counts))
+
+    async def _serve(self, task_status: TaskStatus[Worker]) -> None:
+        async with anyio.create_task_group() as outer:
+            context = self.context()
+            for service in self.services:
+                await outer.start(partial(service.run, context), name=service.name)
+            async with anyio.create_task_group() as jobs:
+                self._jobs = jobs
+                jobs.start_soon(self._job_loop)
+                logger.info(
+                    "worker %s serving %s, concurrency %d",
+                    self.id,
+                    self.queues,
+                    self.settings.concurrency,
+                )
+                task_status.started(self)
+                await self._stop.wait()
+                await self._drain()
+            outer.cancel_scope.cancel()
 
     def wake(self) -> None:
         """Look at the queues now rather than after the poll interval."""
@@ -172,10 +176,11 @@ class Worker:
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT (a second signal skips the grace period)."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_signals)
-            await self.serve()
-            tg.cancel_scope.cancel()
+        with unwrapped():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals)
+                await self.serve()
+                tg.cancel_scope.cancel()
 
     async def __aenter__(self) -> Worker:
         if not self.app.is_open:
@@ -187,7 +192,8 @@ class Worker:
             try:
                 await self._outer.start(self.serve)
             except BaseException as exc:
-                await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+                with unwrapped():
+                    await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
         except BaseException:
             # the worker never started, so __aexit__ will not run: close what we opened
@@ -207,7 +213,17 @@ class Worker:
         self.stop()
         assert self._outer is not None
         try:
-            await self._outer.__aexit__(exc_type, exc, tb)
+            try:
+                await self._outer.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # the body's own error comes out as itself (``except ArgumentError`` matches);
+                # a service's lone error likewise; two errors at once stay a group
+                leaf = sole_exception(group)
+                if leaf is None:
+                    raise
+                if leaf is not exc:
+                    raise leaf from leaf.__cause__
+                # returning lets Python re-raise the body's exception, traceback intact
         finally:
             if self._owns_app:
                 self._owns_app = False
