@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from ._client import Client
@@ -11,6 +12,7 @@ from ._worker import Service, Worker
 from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .metrics import Metrics, MetricsRecorder, SystemCollector
+from .metrics.summary import SummaryLogger
 
 __all__ = ("TaskFlow",)
 
@@ -91,6 +93,8 @@ class TaskFlow(Client):
             worker.add_service(MetricsRecorder(metrics))
             worker.add_service(SystemCollector())
         worker.add_service(AlertEvaluator(self.alerts, merged.alert_interval.total_seconds()))
+        if merged.summary_interval > timedelta(0):
+            worker.add_service(SummaryLogger(merged.summary_interval.total_seconds()))
         for service in services:
             worker.add_service(service)
         return worker

@@ -224,6 +224,11 @@ class WorkerSettings(BaseModel):
     reconnect_backoff_cap: _Positive = Field(
         timedelta(seconds=5), description="Longest wait between reconnection attempts."
     )
+    summary_interval: _NotNegative = Field(
+        timedelta(minutes=5),
+        description="How often the worker logs a summary line (jobs, failures, run time "
+        "p50/p95) at INFO on the taskflow.worker logger; 0 turns it off.",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Self:

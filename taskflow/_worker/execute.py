@@ -117,6 +117,14 @@ async def execute(worker: Runner, slot: Slot) -> None:
         payload, task, outcome = _prepare(worker, claim)
         if outcome is None:
             assert payload is not None and task is not None
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "job %s %s started (queue %s, attempt %d)",
+                    claim.job_id,
+                    task.name,
+                    claim.queue,
+                    claim.attempt,
+                )
             outcome = await _run_body(worker, slot, payload, task)
     except Exception as exc:  # a bug in taskflow itself must not take the worker down
         logger.exception("internal error running job %s", claim.job_id)
@@ -137,7 +145,6 @@ def _prepare(
     try:
         payload = decode_job(claim.payload, worker.app.settings.max_payload_bytes)
     except CorruptPayload as exc:
-        logger.error("job %s has a corrupt payload: %s", claim.job_id, exc.reason)
         return None, None, _failed(corrupt_error(exc))
     if claim.aborted:
         return (
@@ -179,7 +186,6 @@ async def _arguments(
     try:
         return task.signature.decode(raw_args, raw_kwargs)
     except ArgumentError as exc:
-        logger.error("job %s rejected: %s", claim.job_id, exc)
         return _failed(encode_exception(exc))
 
 
@@ -299,14 +305,7 @@ async def _record(
         result, ttl = _encode(worker, claim, payload, task, outcome, start, finish)
     if outcome.mode == "retry":
         score = finish + int(outcome.delay * 1000)
-        logger.info(
-            "job %s (%s) attempt %d failed, retrying in %.2fs: %r",
-            claim.job_id,
-            payload.task if payload else "?",
-            claim.attempt,
-            outcome.delay,
-            outcome.value,
-        )
+    _log_outcome(claim, payload, outcome, slot.run)
     worker.note_outcome(outcome)
     if worker.observers:
         sample = _sample(slot, payload, outcome, start, finish)
@@ -346,6 +345,39 @@ async def _record(
             )
 
     await finish_job(worker, claim, call)
+
+
+def _log_outcome(claim: Claimed, payload: JobPayload | None, outcome: Outcome, run: float) -> None:
+    """One line per outcome: DEBUG for success, INFO for a retry or a cancellation, ERROR
+    with the traceback for a final failure (unknown task, corrupt payload and invalid
+    arguments included)."""
+    task = payload.task if payload is not None else "?"
+    if outcome.mode == "done" and outcome.status == "succeeded":
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("job %s %s succeeded in %.3fs", claim.job_id, task, run)
+    elif outcome.mode == "retry":
+        exc = outcome.value
+        logger.info(
+            "job %s %s attempt %d failed, retrying in %.2fs: %s: %s",
+            claim.job_id,
+            task,
+            claim.attempt,
+            outcome.delay,
+            type(exc).__name__,
+            exc,
+        )
+    elif outcome.mode == "requeue":
+        logger.info("job %s %s requeued: the worker is stopping", claim.job_id, task)
+    elif isinstance(outcome.value, dict):
+        error: dict[str, Any] = outcome.value
+        line = "job %s %s %s on attempt %d: %s: %s%s"
+        what = (claim.job_id, task, outcome.status, claim.attempt)
+        cause = (error.get("type", "?"), error.get("message", ""))
+        if outcome.status == "cancelled":
+            logger.info(line, *what, *cause, "")
+        else:
+            trace = str(error.get("traceback") or "").rstrip()
+            logger.error(line, *what, *cause, "\n" + trace if trace else "")
 
 
 def _sample(
