@@ -275,6 +275,8 @@ async def main() -> int:
     console = Console() if sys.stdout.isatty() else Console(width=110)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("taskflow.alerts").setLevel(logging.INFO)  # the Log channel's records
+    # the demo fails charges on purpose: one ERROR with a traceback each would drown it
+    logging.getLogger("taskflow.worker").setLevel(logging.CRITICAL)
     started = time.monotonic()
     since = datetime.now(UTC)
     async with Receiver(SECRET, console) as receiver, app:
@@ -282,6 +284,7 @@ async def main() -> int:
         console.print(f"webhook receiver at {receiver.url}")
         for rule in alert_rules(receiver.url):
             app.alerts.add_rule(rule)
+            await app.alerts.reset(rule.name)  # a fresh demo, whatever an earlier run left
         async with app.worker(queues=[QUEUE], concurrency=20), asyncio.TaskGroup() as tg:
             watcher = tg.create_task(watch_states([FAILURES, BACKLOG], console, started))
             alert_id = await outage(receiver, console)
@@ -316,4 +319,7 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except taskflow.RedisUnavailable as exc:  # no server, or one that refused: say which
+        sys.exit(f"error: {exc}")

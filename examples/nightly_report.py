@@ -181,6 +181,11 @@ async def main() -> int:
             f"[bold]{graph.name}[/]: {len(graph)} nodes in {len(graph.levels())} "
             f"levels, Redis at {app.redis_url}"
         )
+        console.print(
+            f"[dim]planted failure: the risk service for {BROKEN_REGION} is down tonight, so "
+            f"enrich-{BROKEN_REGION} fails after its retries (the worker logs it at ERROR) "
+            "and publish does not run[/]"
+        )
         run = await graph.submit()
         status = await watch(run, console)
         try:
@@ -196,8 +201,15 @@ async def main() -> int:
     if failed != expected or status.nodes["report"].state != "succeeded":
         console.print(f"[red]unexpected outcome: failed={sorted(failed)}[/]")
         return 1
+    console.print(
+        f"[green]as designed:[/] only the planted failure (enrich-{BROKEN_REGION}) and the node "
+        "that needs it (publish) failed; the report was built from the other regions"
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except taskflow.RedisUnavailable as exc:  # no server, or one that refused: say which
+        sys.exit(f"error: {exc}")

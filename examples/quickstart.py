@@ -254,4 +254,7 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except taskflow.RedisUnavailable as exc:  # no server, or one that refused: say which
+        sys.exit(f"error: {exc}")

@@ -93,7 +93,8 @@ async def _probe(url: str, timeout: float) -> BaseException | None:
 
 
 def _why(exc: BaseException) -> str:
-    return str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    text = str(exc).strip().rstrip(".")
+    return text or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
 
 
 def _listening(url: str) -> bool:

@@ -8,6 +8,7 @@ kills the survivors and prints every log (pytest shows it when the test fails).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment, with ``TASKFLOW_TEST_REDIS_URL`` and ``extra`` set."""
     return {**os.environ, "TASKFLOW_TEST_REDIS_URL": REDIS_URL, **extra}
+
+
+# a private network namespace with only loopback up: nothing listens on localhost:6379 there,
+# as on a machine without Redis (unshare -r maps the caller to root in a user namespace)
+WITHOUT_REDIS = ("unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
+
+
+def network_without_redis() -> bool:
+    """Whether commands can run prefixed by :data:`WITHOUT_REDIS` here."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = [*WITHOUT_REDIS, sys.executable, "-c", "pass"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def run(

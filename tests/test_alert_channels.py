@@ -23,7 +23,17 @@ import pytest
 from pydantic import SecretStr
 
 from taskflow._clock import now_ms
-from taskflow.alerts import AlertEvent, AlertRule, Condition, Email, Log, Slack, Webhook, sign
+from taskflow.alerts import (
+    AlertEvent,
+    AlertRule,
+    Condition,
+    Console,
+    Email,
+    Log,
+    Slack,
+    Webhook,
+    sign,
+)
 from taskflow.alerts import manager as alert_manager
 from taskflow.errors import ChannelError
 from tests.alert_servers import (
@@ -484,3 +494,13 @@ async def test_a_raising_channel_is_logged_by_type_only(
     text = logged(caplog)
     assert "channel leaky failed (attempt 4/4): RuntimeError" in text
     assert "leaky-token-Ee11" not in text
+
+
+@pytest.mark.asyncio
+async def test_the_console_channel_writes_one_line_per_event_when_not_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    event = make_event().model_copy(update={"message": "x" * 150 + " end"})
+    await Console().send(event)
+    [line] = capsys.readouterr().err.splitlines()  # not a tty here: no wrap at 80 columns
+    assert line.startswith("FIRING critical") and line.endswith("x" * 150 + " end")

@@ -318,11 +318,15 @@ def test_message_takes_its_fields_from_the_first_holding_condition() -> None:
     )
 
 
-def test_default_message() -> None:
+def test_default_message_says_the_measured_value_against_the_threshold() -> None:
     loaded = rule(name="emails-backlog", severity="info")
     _, results = loaded.evaluate([150])
     assert render_message(loaded, "firing", results, "t0") == (
-        "emails-backlog (info): queue_depth[queue=emails] > 100"
+        "emails-backlog (info): queue_depth[queue=emails] = 150 (> 100)"
+    )
+    _, results = loaded.evaluate([None])
+    assert render_message(loaded, "resolved", results, "t0") == (
+        "emails-backlog (info): queue_depth[queue=emails] = n/a (no data) (> 100)"
     )
 
 

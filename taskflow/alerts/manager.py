@@ -135,6 +135,19 @@ class AlertManager:
             )
         return records
 
+    async def reset(self, rule: str) -> None:
+        """Forget ``rule``'s state in Redis: an ongoing alert ends without a notification and
+        the next evaluation starts from ``ok`` (after changing a rule, or before a demo).
+        The history keeps its events."""
+        keys = self.app.keys
+        state = await self.app.redis.hgetall(keys.alert_state(rule))
+        alert_id = state.get(b"alert_id")
+        async with self.app.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.alert_state(rule))
+            if alert_id:
+                pipe.hdel(keys.alert_ids, alert_id)
+            await pipe.execute()
+
     async def state(self, rule: str) -> dict[str, str]:
         """A rule's current state hash (state, alert_id, started_at, ...)."""
         async with self.app.redis.pipeline(transaction=False) as pipe:

@@ -154,6 +154,13 @@ class ConditionResult(BaseModel):
     value: float | None
     holds: bool
 
+    def measured(self) -> str:
+        """``queue_depth[queue=emails] = 1520 (> 1000)``: the value read against the test."""
+        c = self.condition
+        where = ", ".join(f"{k}={v}" for k, v in (("task", c.task), ("queue", c.queue)) if v)
+        value = "n/a (no data)" if self.value is None else f"{self.value:g}"
+        return f"{c.metric}{f'[{where}]' if where else ''} = {value} ({c.op} {c.threshold:g})"
+
 
 _Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -192,9 +199,9 @@ class AlertRule(BaseModel):
         (), description="Where notifications go: built-in channel models or your own."
     )
     message: str = Field(
-        "{rule} ({severity}): {conditions}",
+        "{rule} ({severity}): {measured}",
         description="Template; fields: rule, severity, state, value, threshold, metric, "
-        "task, queue, conditions, started_at.",
+        "task, queue, conditions, measured, started_at.",
     )
     enabled: bool = Field(True, description="Disabled rules are not evaluated.")
 
@@ -235,6 +242,7 @@ _TEMPLATE_FIELDS = {
     "task",
     "queue",
     "conditions",
+    "measured",
     "started_at",
 }
 
@@ -254,6 +262,7 @@ def render_message(
         "task": first.condition.task or "",
         "queue": first.condition.queue or "",
         "conditions": f" {rule.match} ".join(r.condition.describe() for r in results),
+        "measured": f" {rule.match} ".join(r.measured() for r in results),
         "started_at": started_at,
     }
     return rule.message.format(**fields)
