@@ -1,3 +1,5 @@
+"""python -m taskflow: the taskflow command (see taskflow.cli)."""
+
 import sys
 
 from .cli import main

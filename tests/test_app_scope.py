@@ -137,6 +137,15 @@ async def test_two_apps_on_one_redis_keep_their_workers_metrics_and_alerts_apart
             with pytest.raises(AlertNotFound):  # one app's alert id is unknown to the other
                 await search.alerts.ack(fired.alert_id, by="ada")
             assert await billing.alerts.ack(fired.alert_id, by="ada") == "backlog"
+            # reset forgets the state and the alert id (the history stays): ack is refused
+            await billing.alerts.reset("backlog")
+            assert await billing.alerts.state("backlog") == {}
+            with pytest.raises(AlertNotFound):
+                await billing.alerts.ack(fired.alert_id, by="ada")
+            assert [r.event for r in await billing.alerts.history(since=WINDOW)] == [
+                "firing",
+                "acknowledged",
+            ]
     finally:
         for app in (billing, search):
             doomed = [k async for k in redis.scan_iter(match=app.keys.prefix + "*")]

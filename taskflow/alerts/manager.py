@@ -140,8 +140,7 @@ class AlertManager:
         the next evaluation starts from ``ok`` (after changing a rule, or before a demo).
         The history keeps its events."""
         keys = self.app.keys
-        state = await self.app.redis.hgetall(keys.alert_state(rule))
-        alert_id = state.get(b"alert_id")
+        alert_id = (await self.state(rule)).get("alert_id")
         async with self.app.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.alert_state(rule))
             if alert_id:

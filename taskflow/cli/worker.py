@@ -1,0 +1,177 @@
+"""taskflow worker (run a worker until SIGTERM/SIGINT) and taskflow check (is every queue
+served by a live worker?)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+import click
+
+from .._registry import live_workers
+from .._worker import Service
+from ..app import TaskFlow
+from ..config import WorkerSettings, build
+from . import CONTEXT, app_argument, log_level_option, open_app
+from ._params import Duration
+
+__all__ = ("check", "worker")
+
+
+def _queues(app: TaskFlow, given: tuple[str, ...]) -> list[str]:
+    return list(given or app.queues or [app.settings.default_queue])
+
+
+def _worker_settings(
+    app: TaskFlow,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    grace: timedelta | None,
+    lease: timedelta | None,
+    alert_interval: timedelta | None,
+) -> WorkerSettings:
+    data = app.settings.worker.model_dump()
+    data["queues"] = tuple(_queues(app, queues))
+    if concurrency is not None:
+        data["concurrency"] = concurrency
+    if grace is not None:
+        data["grace_period"] = grace
+    if lease is not None:
+        data["lease"] = lease
+        data["heartbeat_interval"] = min(data["heartbeat_interval"], lease / 3)
+    if alert_interval is not None:
+        data["alert_interval"] = alert_interval
+    return build(WorkerSettings, data, source="the command line")
+
+
+async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Service]) -> None:
+    async with app:
+        await app.worker(settings=settings, services=services).run()
+
+
+@click.command(context_settings=CONTEXT, short_help="Run a worker until SIGTERM or SIGINT.")
+@app_argument
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="A queue to serve; repeat for several. Default: every queue the app's tasks use.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Jobs running at once, across all its queues (default: the app's setting, 100).",
+)
+@click.option(
+    "--grace",
+    type=Duration(allow_zero=True),
+    help="Time running jobs get to finish on shutdown, e.g. 30s or 30 "
+    "(default: the app's setting, 10s).",
+)
+@click.option(
+    "--lease",
+    type=Duration(),
+    help="How soon a dead worker's jobs run again, e.g. 1m (default: the app's setting, 10s).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address for --metrics-port (0.0.0.0 in a container).",
+)
+@click.option(
+    "--alert-interval",
+    type=Duration(),
+    help="How often the app's alert rules are evaluated, e.g. 5s "
+    "(default: the app's setting, 15s).",
+)
+@log_level_option
+def worker(
+    target: str,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    grace: timedelta | None,
+    lease: timedelta | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    alert_interval: timedelta | None,
+) -> None:
+    """Run a worker until SIGTERM or SIGINT.
+
+    APP is the TaskFlow app as module:attribute, e.g. myapp.tasks:app. The worker claims
+    jobs from its queues and runs up to --concurrency of them at once.
+    The first SIGTERM or SIGINT stops claiming and gives running jobs --grace to finish;
+    jobs still running then are requeued. A second signal requeues them at once. Durations
+    take a unit (500ms, 30s, 15m, 1h30m) or are seconds.
+
+    \b
+    Examples:
+      taskflow worker myapp.tasks:app
+      taskflow worker myapp.tasks:app -q emails -c 50
+      taskflow worker myapp.tasks:app --grace 30s --lease 1m --metrics-port 9464
+    """
+    app = open_app(target)
+    settings = _worker_settings(app, queues, concurrency, grace, lease, alert_interval)
+    services: list[Service] = []
+    if metrics_port is not None:
+        from ..metrics.prometheus import MetricsServer  # prometheus-client only if asked
+
+        services.append(MetricsServer(metrics_port, metrics_host))
+    anyio.run(_run_worker, app, settings, services, backend="asyncio")
+
+
+async def _check(app: TaskFlow, queues: list[str]) -> int:
+    async with app:
+        workers = await live_workers(app.redis, app.keys)
+    served = {q for w in workers for q in w.queues}
+    status = 0
+    for queue in queues:
+        count = sum(queue in w.queues for w in workers)
+        mark = "ok" if queue in served else "NO LIVE WORKER"
+        click.echo(f"{queue}: {count} live worker(s) {mark}")
+        if queue not in served:
+            status = 1
+    return status
+
+
+@click.command(
+    context_settings=CONTEXT, short_help="Exit 0 only if a live worker serves each queue."
+)
+@app_argument
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="A queue to check; repeat for several. Default: every queue the app's tasks use.",
+)
+@log_level_option
+@click.pass_context
+def check(ctx: click.Context, target: str, queues: tuple[str, ...]) -> None:
+    """Exit 0 only if a live worker serves each queue.
+
+    APP is the TaskFlow app as module:attribute. Prints each queue with its number of live
+    workers (workers whose heartbeat has not lapsed) and exits 1 if any queue has none, so
+    it suits health checks and deploy scripts.
+
+    \b
+    Examples:
+      taskflow check myapp.tasks:app
+      taskflow check myapp.tasks:app -q emails -q default
+    """
+    app = open_app(target)
+    status = anyio.run(_check, app, _queues(app, queues), backend="asyncio")
+    if status:
+        ctx.exit(status)

@@ -1,0 +1,395 @@
+"""The taskflow command line (taskflow.cli) short of running a worker: help texts, --version,
+validated options, app targets, shell completion, and alert tables that keep ids whole when
+piped (the one test here that needs Redis).
+
+The commands against real workers are tested in test_worker_process.py,
+test_metrics_export.py and test_alerting_example.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from redis import Redis
+
+import taskflow
+from taskflow._clock import now_ms
+from taskflow._protocol.keys import AppKeys
+from taskflow.cli import cli, main
+from taskflow.cli._params import Duration
+from tests.apps.shared import REDIS_URL
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="taskflow")
+
+
+def command_paths(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from command_paths(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+COMMANDS = list(command_paths(cli))
+
+
+@pytest.fixture(autouse=True)
+def log_config(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The commands' logging.basicConfig calls, recorded instead of configuring this process."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: calls.append(kwargs))
+    return calls
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Write importable modules into tmp_path (the current directory); returns a writer
+    that gives each module a unique name and returns it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [os.getcwd(), *sys.path])
+    written: list[str] = []
+
+    def write(source: str, stem: str = "cli_target") -> str:
+        name = f"{stem}_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+APP_MODULE = """
+    import taskflow
+
+    app = taskflow.TaskFlow(settings=taskflow.Settings(embedded="never"))
+    other = taskflow.TaskFlow(settings=taskflow.Settings(embedded="never"))
+
+
+    def helper():
+        return 1
+"""
+
+
+# -- help and version -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "taskflow")
+def test_help_is_plain_words_with_a_summary_and_an_example(path: tuple[str, ...]) -> None:
+    done = invoke(*path, "--help")
+    assert done.exit_code == 0, done.output
+    text = done.stdout
+    for markup in ("``", ":class:", ":func:", ":mod:", ":meth:"):
+        assert markup not in text, text
+    assert f"Usage: taskflow {' '.join(path)}".rstrip() in text
+    assert "Example" in text, text
+    lines = text.splitlines()
+    summary = lines[lines.index("") + 1].strip()  # the first line after the usage
+    assert summary.endswith("."), text
+    if path:
+        *parent, name = path
+        listing = invoke(*parent, "--help").stdout
+        assert f"{name} " in listing and summary[:40] in listing, listing
+
+
+def test_short_help_flag_and_worker_example() -> None:
+    done = invoke("worker", "-h")
+    assert done.exit_code == 0
+    assert "taskflow worker myapp.tasks:app -q emails -c 50" in done.stdout
+    for option in ("--queue", "-q", "--concurrency", "-c", "--grace", "--lease"):
+        assert option in done.stdout
+    for option in ("--metrics-port", "--metrics-host", "--alert-interval", "--log-level"):
+        assert option in done.stdout
+
+
+def test_version_names_the_distribution() -> None:
+    done = invoke("--version")
+    assert done.exit_code == 0
+    assert done.stdout == f"taskflow-redis {importlib.metadata.version('taskflow-redis')}\n"
+    assert importlib.metadata.version("taskflow-redis") == taskflow.__version__
+
+
+def test_main_returns_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("taskflow-redis ")
+    assert main(["worker", "no-colon"]) == 2
+    assert "Error: Invalid value for 'APP'" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2
+    assert "No such command 'no-such-command'" in capsys.readouterr().err
+
+
+# -- validated options ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("worker", "m:app", "--log-level", "LOUD"),
+        ("--log-level", "LOUD", "worker", "m:app"),
+        ("metrics", "--log-level", "LOUD", "show", "m:app"),
+    ],
+)
+def test_bad_log_level_is_a_usage_error(args: tuple[str, ...]) -> None:
+    done = invoke(*args)
+    assert done.exit_code == 2
+    assert "Invalid value for '--log-level': 'LOUD' is not one of" in done.stderr
+    assert "'debug'" in done.stderr.lower() and "'critical'" in done.stderr.lower()
+    assert "Traceback" not in done.output
+
+
+def test_log_level_is_case_insensitive_and_the_last_one_wins(
+    modules: Any, log_config: list[dict[str, Any]]
+) -> None:
+    name = modules(APP_MODULE)
+    assert invoke("--log-level", "warning", "worker", f"{name}:missing").exit_code == 2
+    assert invoke("worker", f"{name}:missing").exit_code == 2
+    assert invoke("--log-level", "ERROR", "check", f"{name}:x", "--log-level", "debug").exit_code
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    assert log_config == [
+        {"level": "WARNING", "format": fmt},
+        {"level": "INFO", "format": fmt},
+        {"level": "DEBUG", "format": fmt},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--grace", "soon"),
+            "Invalid value for '--grace': invalid duration 'soon': use 30 (seconds), 500ms",
+        ),
+        (("--grace", "-5"), "Invalid value for '--grace': '-5' is not a duration of 0 or more"),
+        (("--lease", "0"), "Invalid value for '--lease': '0' is not a duration of more than 0"),
+        (("--alert-interval", "1x"), "Invalid value for '--alert-interval': invalid duration '1x'"),
+        (("--concurrency", "0"), "Invalid value for '--concurrency' / '-c': 0 is not in the range"),
+        (("-c", "many"), "Invalid value for '--concurrency' / '-c': 'many' is not a valid integer"),
+        (("--metrics-port", "70000"), "Invalid value for '--metrics-port': 70000 is not in the"),
+        (("--unknown",), "No such option"),
+    ],
+)
+def test_bad_worker_options_name_the_option_and_value(args: tuple[str, ...], message: str) -> None:
+    done = invoke("worker", "m:app", *args)
+    assert done.exit_code == 2, done.output
+    assert message in done.stderr
+    assert "Traceback" not in done.output
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30), ("30s", 30), ("0.5", 0.5), ("500ms", 0.5), ("1m", 60), ("1h30m", 5400)],
+)
+def test_durations_take_units_or_seconds(text: str, seconds: float) -> None:
+    assert Duration().convert(text, None, None) == timedelta(seconds=seconds)
+    assert Duration().convert("PT30S", None, None) == timedelta(seconds=30)
+    assert Duration(allow_zero=True).convert("0", None, None) == timedelta(0)
+
+
+def test_worker_options_reach_the_worker_settings(
+    modules: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    async def run_worker(app: taskflow.TaskFlow, settings: Any, services: list[Any]) -> None:
+        seen.append((app, settings, services))
+
+    # the module, not the command of the same name that taskflow.cli exports
+    worker_module = importlib.import_module("taskflow.cli.worker")
+    monkeypatch.setattr(worker_module, "_run_worker", run_worker)
+    name = modules(APP_MODULE)
+    argv = ["worker", f"{name}:app", "-q", "emails", "--queue", "default", "-c", "50"]
+    done = invoke(*argv, "--grace", "30", "--lease", "1m", "--alert-interval", "5s")
+    assert done.exit_code == 0, done.output
+    [(app, settings, services)] = seen
+    assert app is sys.modules[name].app
+    assert settings.queues == ("emails", "default")
+    assert settings.concurrency == 50
+    assert settings.grace_period == timedelta(seconds=30)
+    assert settings.lease == timedelta(minutes=1)
+    assert settings.alert_interval == timedelta(seconds=5)
+    assert services == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--since", "soon"), "Invalid value for '--since': invalid duration or time 'soon'"),
+        (("--since", "0s"), "Invalid value for '--since': invalid duration '0s'"),
+        (("--until", "1h"), "Invalid value for '--until': invalid time '1h'; use ISO 8601"),
+        (("--format", "xml"), "Invalid value for '--format' / '-f': 'xml' is not one of"),
+    ],
+)
+def test_bad_metrics_options_name_the_option_and_value(args: tuple[str, ...], message: str) -> None:
+    done = invoke("metrics", "export", "m:app", *args)
+    assert done.exit_code == 2, done.output
+    assert message in done.stderr
+
+
+def test_alerts_options_are_validated() -> None:
+    done = invoke("alerts", "list", "m:app", "--limit", "0")
+    assert done.exit_code == 2 and "Invalid value for '--limit'" in done.stderr
+    done = invoke("alerts", "ack", "m:app", "0123")
+    assert done.exit_code == 2 and "Missing option '--by'" in done.stderr
+
+
+# -- app targets ----------------------------------------------------------------------------
+
+
+def test_target_without_a_colon() -> None:
+    done = invoke("check", "myapp")
+    assert done.exit_code == 2
+    assert (
+        "Invalid value for 'APP': app must be given as module:attribute, e.g. myapp.tasks:app, "
+        "got 'myapp'" in done.stderr
+    )
+
+
+def test_target_module_that_does_not_exist(modules: Any) -> None:
+    done = invoke("worker", "no_such_module_anywhere:app")
+    assert done.exit_code == 2
+    assert done.stderr.startswith(
+        "Error: cannot import module 'no_such_module_anywhere': "
+        "No module named 'no_such_module_anywhere'"
+    )
+
+
+def test_target_module_whose_own_import_fails(modules: Any) -> None:
+    name = modules("import requests_not_installed_here\n")
+    done = invoke("worker", f"{name}:app")
+    assert done.exit_code == 2
+    assert (
+        f"Error: importing '{name}' failed: No module named 'requests_not_installed_here'"
+        in done.stderr
+    )
+    assert "Traceback" not in done.output
+
+
+def test_target_attribute_missing_lists_the_apps(modules: Any) -> None:
+    name = modules(APP_MODULE)
+    done = invoke("worker", f"{name}:ap")
+    assert done.exit_code == 2
+    assert (
+        f"Error: module '{name}' has no attribute 'ap'; TaskFlow apps in it: app, other"
+        in done.stderr
+    )
+
+
+def test_target_that_is_not_an_app(modules: Any) -> None:
+    name = modules(APP_MODULE)
+    done = invoke("check", f"{name}:helper")
+    assert done.exit_code == 2
+    assert (
+        f"Error: '{name}:helper' is a function, not a taskflow.TaskFlow app; "
+        f"TaskFlow apps in {name}: app, other" in done.stderr
+    )
+    empty = modules("value = 3\n")
+    done = invoke("metrics", "show", f"{empty}:value")
+    assert done.exit_code == 2
+    assert (
+        f"Error: '{empty}:value' is an int, not a taskflow.TaskFlow app; "
+        f"{empty} defines no taskflow.TaskFlow app" in done.stderr
+    )
+    done = invoke("alerts", "rules", f"{empty}:app")
+    assert "has no attribute 'app'; it defines no taskflow.TaskFlow app" in done.stderr
+
+
+# -- shell completion -----------------------------------------------------------------------
+
+
+def taskflow_script() -> str:
+    script = Path(sys.executable).parent / "taskflow"
+    found = str(script) if script.exists() else shutil.which("taskflow")
+    if found is None:
+        pytest.skip("the taskflow script is not installed (pip install -e .)")
+    return found
+
+
+def test_bash_completion_script_and_completions() -> None:
+    script = taskflow_script()
+    done = subprocess.run(
+        [script],
+        env={**os.environ, "_TASKFLOW_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "_taskflow_completion" in done.stdout and "complete " in done.stdout
+    env = {"_TASKFLOW_COMPLETE": "bash_complete", "COMP_WORDS": "taskflow al", "COMP_CWORD": "1"}
+    done = subprocess.run(
+        [script], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.split() == ["plain,alerts"], done.stdout + done.stderr
+
+
+# -- tables in a pipe -----------------------------------------------------------------------
+
+
+def test_alert_tables_keep_long_names_and_ids_whole_when_piped(tmp_path: Path) -> None:
+    app_name = f"cli-test-{uuid.uuid4().hex[:8]}"
+    rule = f"cli-test-{'a-rather-long-rule-name-' * 5}{uuid.uuid4().hex}"
+    queue = f"cli-test-{'queue-' * 10}end"
+    (tmp_path / "long_alerts.py").write_text(
+        textwrap.dedent(f"""
+        import taskflow
+        from taskflow.alerts import AlertRule, Condition
+
+        app = taskflow.TaskFlow(
+            name={app_name!r},
+            settings=taskflow.Settings(redis_url={REDIS_URL!r}, embedded="never"),
+        )
+        app.alerts.add_rule(
+            AlertRule(
+                name={rule!r},
+                conditions=[Condition(metric="queue_depth", queue={queue!r}, op=">", threshold=1)],
+            )
+        )
+        """)
+    )
+    keys = AppKeys(app_name)
+    alert_id = uuid.uuid4().hex
+    at = str(now_ms())
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        state = {"state": "firing", "alert_id": alert_id, "started_at": at, "last_value": "7"}
+        redis.hset(keys.alert_state(rule), mapping=state)
+        message = "depth is 7 " * 30  # a long message must not squeeze the id column
+        redis.xadd(
+            keys.alert_history,
+            {"alert_id": alert_id, "rule": rule, "event": "firing", "at": at, "message": message},
+        )
+        for command in ("rules", "list"):
+            done = subprocess.run(
+                [sys.executable, "-m", "taskflow", "alerts", command, "long_alerts:app"],
+                cwd=tmp_path,
+                env={**os.environ, "COLUMNS": "80"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            rows = [line for line in done.stdout.splitlines() if alert_id in line]
+            assert len(rows) == 1 and rule in rows[0], done.stdout
+    finally:
+        redis.delete(keys.alert_state(rule), keys.alert_history)
+        redis.close()
