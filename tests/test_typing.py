@@ -54,7 +54,7 @@ async def main() -> None:
     await send_email.with_options(defer_until=datetime.now(UTC)).enqueue(to="a@b.c")
     await later.enqueue(42)  # E: arg-type
     await later.enqueue("a@b.c", subject=b"hi")  # E: arg-type
-    await send_email.with_options(delay="10").enqueue("a@b.c")  # E: arg-type
+    await send_email.with_options(delay=b"10").enqueue("a@b.c")  # E: arg-type
     await send_email.with_options(dealy=10).enqueue("a@b.c")  # E: call-arg
     n: int = await (await add.with_options(queue="q").enqueue(1, 2)).result()
     s: str = await (await add.with_options(queue="q").enqueue(1, 2)).result()  # E: assignment
