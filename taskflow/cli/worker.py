@@ -3,7 +3,9 @@ served by a live worker?)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -14,6 +16,8 @@ from ..app import TaskFlow
 from ..config import WorkerSettings, build
 from . import CONTEXT, app_argument, log_level_option, open_app
 from ._params import Duration
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ("check", "worker")
 
@@ -44,6 +48,18 @@ def _worker_settings(
     return build(WorkerSettings, data, source="the command line")
 
 
+def _queues_option(verb: str) -> Callable[[F], F]:
+    """-q/--queue, repeatable; the app's queues when not given."""
+    return click.option(
+        "--queue",
+        "-q",
+        "queues",
+        multiple=True,
+        metavar="QUEUE",
+        help=f"A queue to {verb}; repeat for several. Default: every queue the app's tasks use.",
+    )
+
+
 async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Service]) -> None:
     async with app:
         await app.worker(settings=settings, services=services).run()
@@ -51,14 +67,7 @@ async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Se
 
 @click.command(context_settings=CONTEXT, short_help="Run a worker until SIGTERM or SIGINT.")
 @app_argument
-@click.option(
-    "--queue",
-    "-q",
-    "queues",
-    multiple=True,
-    metavar="QUEUE",
-    help="A queue to serve; repeat for several. Default: every queue the app's tasks use.",
-)
+@_queues_option("serve")
 @click.option(
     "--concurrency",
     "-c",
@@ -149,14 +158,7 @@ async def _check(app: TaskFlow, queues: list[str]) -> int:
     context_settings=CONTEXT, short_help="Exit 0 only if a live worker serves each queue."
 )
 @app_argument
-@click.option(
-    "--queue",
-    "-q",
-    "queues",
-    multiple=True,
-    metavar="QUEUE",
-    help="A queue to check; repeat for several. Default: every queue the app's tasks use.",
-)
+@_queues_option("check")
 @log_level_option
 @click.pass_context
 def check(ctx: click.Context, target: str, queues: tuple[str, ...]) -> None:
