@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -55,21 +53,8 @@ def _unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _doc_snippets() -> list[Any]:
-    """Every python block in the docs that starts ``# examples/<file>.py``, as a param."""
-    found = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
-        for number, block in enumerate(blocks, 1):
-            first, _, code = block.partition("\n")
-            if match := re.fullmatch(r"# (examples/[\w.-]+\.py)", first.strip()):
-                found.append(pytest.param(match[1], code, id=f"{doc.name}-block{number}"))
-    return found
-
-
-@pytest.mark.parametrize(("example", "code"), _doc_snippets())
-def test_doc_snippets_are_copied_from_examples(example: str, code: str) -> None:
-    assert code.strip("\n") in (ROOT / example).read_text(), f"no longer matches {example}"
+# doc blocks that start with ``# examples/<file>.py`` are checked against the file by
+# tests/test_docs.py, which runs every other block of the docs
 
 
 def test_examples_exist() -> None:
