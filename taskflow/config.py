@@ -224,6 +224,11 @@ class WorkerSettings(BaseModel):
     reconnect_backoff_cap: _Positive = Field(
         timedelta(seconds=5), description="Longest wait between reconnection attempts."
     )
+    unknown_task_window: _NotNegative = Field(
+        timedelta(minutes=10),
+        description="How long a job whose task this worker does not register is put back "
+        "for another worker (a rolling deploy) before it fails as UnknownTask.",
+    )
     summary_interval: _NotNegative = Field(
         timedelta(minutes=5),
         description="How often the worker logs a summary line (jobs, failures, run time "

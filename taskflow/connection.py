@@ -28,7 +28,14 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -45,8 +52,11 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     RedisTimeoutError,
     ConnectionError,
     OSError,
+    OutOfMemoryError,
+    ReadOnlyError,
 )
-"""Errors that mean "Redis is unreachable right now": retry later, never give up the worker."""
+"""Errors that mean "Redis cannot serve this right now" (unreachable, out of memory under
+``noeviction``, a replica during a failover): retry later, never give up the worker."""
 
 
 def _client(url: str, settings: Settings, pool_size: int) -> ArqRedis:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 import taskflow
 from taskflow._protocol import keys
 from taskflow.metrics.summary import SummaryLogger
+from tests.apps.shared import fast_worker
 from tests.helpers import until
 
 WORKER_LOG = "taskflow.worker"
@@ -71,7 +72,9 @@ async def test_a_final_failure_is_logged_at_error_with_its_traceback_after_its_r
 async def test_an_unknown_task_an_invalid_argument_and_a_corrupt_payload_are_errors(
     make_app: Callable[..., taskflow.TaskFlow], caplog: pytest.LogCaptureFixture, redis: Redis
 ) -> None:
-    worker_app, sender = make_app(), make_app()
+    # no rolling-deploy wait: a task this worker lacks fails at once
+    worker_app = make_app(worker=fast_worker(unknown_task_window=timedelta(0)))
+    sender = make_app()
 
     @worker_app.task
     async def resize(width: int) -> int:

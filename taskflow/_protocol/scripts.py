@@ -15,6 +15,8 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+
 from ..errors import FailureKind
 from . import keys
 
@@ -112,6 +114,12 @@ class NodeStart:
         return cls(verdict, reply[1], parents)
 
 
+def claim_token(worker_id: str, attempt: int) -> str:
+    """What a claim's in-progress key holds, and its finish must show: the worker and the
+    attempt, so that only the current attempt's finish is applied (fencing per claim)."""
+    return f"{worker_id}:{attempt}"
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A job this worker now holds the claim on."""
@@ -124,6 +132,9 @@ class Claimed:
     score: int
     aborted: bool
     node_start: NodeStart | None = None  #: a graph node's start, done by the claim itself
+    #: why the job's keys (or, with an empty job_id, the queue's key) cannot be read: a key
+    #: of the wrong type or a counter that is not a number; the worker fails that job alone
+    bad: str | None = None
 
 
 def _lua_string(value: str) -> str:
@@ -191,6 +202,22 @@ def _job_keys(job_id: str, queue: str) -> list[str]:
     ]
 
 
+# a write refused inside a script comes back as a generic script error; these are the
+# refusals that mean "not now" (retry later), raised as redis-py's own classes for them
+_REFUSALS: tuple[tuple[str, type[ResponseError]], ...] = (
+    ("-OOM ", OutOfMemoryError),
+    ("-READONLY ", ReadOnlyError),
+)
+
+
+def _refusal(exc: ResponseError) -> ResponseError:
+    text = str(exc)
+    for marker, kind in _REFUSALS:
+        if marker in text and not isinstance(exc, kind):
+            return kind(text)
+    return exc
+
+
 class Scripts:
     """The scripts registered on one client (EVALSHA, loading on first use)."""
 
@@ -222,9 +249,15 @@ class Scripts:
             # queued in the caller's pipeline (redis-py loads the script before MULTI, so
             # EVALSHA cannot fail half-way with NOSCRIPT); the reply comes from execute()
             return await script(keys=keys, args=args, client=pipe)
-        if via is None:
-            return await script(keys=keys, args=args)
-        return await via.call(script, keys, args)
+        try:
+            if via is None:
+                return await script(keys=keys, args=args)
+            return await via.call(script, keys, args)
+        except ResponseError as exc:
+            refusal = _refusal(exc)
+            if refusal is exc:
+                raise
+            raise refusal from exc
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -258,27 +291,37 @@ class Scripts:
         token: str,
         lease_ms: int,
         via: Caller | None = None,
+        skip: list[str] | tuple[str, ...] = (),
     ) -> list[Claimed]:
-        """Claim up to ``limit`` ready jobs across ``queues`` (served in that order)."""
+        """Claim up to ``limit`` ready jobs across ``queues`` (served in that order).
+
+        A claim with ``bad`` set names a job (or, with an empty ``job_id``, a queue) whose
+        keys are of the wrong type: the script carried on past it instead of failing. Jobs
+        in ``skip`` are passed by (their task is not registered on this worker)."""
         reply: list[Any] = await self._call(
             self._claim,
             [*(keys.queue(q) for q in queues), keys.ABORT],
-            [now_ms, limit, token, lease_ms],
+            [now_ms, limit, token, lease_ms, *skip],
             via,
         )
         claimed = []
-        for i in range(0, len(reply), 8):
-            qi, job_id, payload, attempt, failures, score, aborted, node = reply[i : i + 8]
+        for i in range(0, len(reply), 9):
+            qi, job_id, payload, attempt, failures, score, aborted, node, bad = reply[i : i + 9]
+            queue = queues[int(qi) - 1]
+            if not job_id:  # the queue key itself cannot be read
+                claimed.append(Claimed("", queue, None, 0, 0, 0, False, bad=bad.decode()))
+                continue
             claimed.append(
                 Claimed(
                     job_id=job_id.decode(),
-                    queue=queues[int(qi) - 1],
-                    payload=payload,
+                    queue=queue,
+                    payload=payload or None,
                     attempt=int(attempt),
                     failures=int(failures),
                     score=int(float(score)),
                     aborted=bool(aborted),
                     node_start=NodeStart.parse(node) if node else None,
+                    bad=bad.decode() if bad else None,
                 )
             )
         return claimed
@@ -314,17 +357,18 @@ class Scripts:
         return AbortReply(int(reply))
 
     async def renew(
-        self, jobs: list[tuple[str, str]], token: str, lease_ms: int, now_ms: int
+        self, jobs: list[tuple[str, str, str]], lease_ms: int, now_ms: int
     ) -> list[str]:
-        """Renew leases of ``(job id, queue)`` pairs; return the ids whose claim was lost."""
+        """Renew leases of ``(job id, queue, claim token)`` triples; return the ids whose
+        claim was lost."""
         if not jobs:
             return []
         pairs: list[str] = []
-        for job_id, queue in jobs:
+        args: list[Any] = [lease_ms, now_ms]
+        for job_id, queue, token in jobs:
             pairs += [keys.in_progress(job_id), keys.queue(queue)]
-        lost = await self._renew(
-            keys=pairs, args=[token, lease_ms, now_ms, *(job_id for job_id, _ in jobs)]
-        )
+            args += [job_id, token]
+        lost = await self._renew(keys=pairs, args=args)
         return [jobs[int(i) - 1][0] for i in lost]
 
     # -- graph runs -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
+from redis.exceptions import RedisError
 
 from .._clock import ms_to_datetime, now_ms
 from .._protocol import keys
@@ -28,7 +29,7 @@ from .._protocol.codecs import (
     encode_exception,
     encode_result,
 )
-from .._protocol.scripts import Claimed, FinishReply, NodeVerdict
+from .._protocol.scripts import Claimed, FinishReply, NodeVerdict, claim_token
 from .._retry import decide, lost_attempts
 from ..connection import CONNECTION_ERRORS
 from ..errors import ArgumentError, FailureKind, PayloadTooLarge, Retry, SerializationError
@@ -71,6 +72,15 @@ class Runner(Protocol):
 
     def note_outcome(self, outcome: Outcome) -> None: ...
 
+    def note_stale(self, outcome: Outcome) -> None:
+        """Count ``outcome``, already noted, as stale instead: its finish was refused."""
+        ...
+
+    def skip_job(self, job_id: str, task: str) -> bool:
+        """Claim other jobs than ``job_id`` for a while (its ``task`` is not registered
+        here); True the first time this worker meets ``task``."""
+        ...
+
 
 __all__ = ("Outcome", "Runner", "Slot", "execute")
 
@@ -97,6 +107,8 @@ class Outcome:
     value: Any = None
     delay: float = 0.0  # for mode "retry"
     retryable: bool = field(default=False, compare=False)
+    score_ms: int | None = None  # for mode "requeue": put back at this score (default now)
+    reason: str = ""  # for mode "requeue": why, for the log
 
 
 def _error(kind: FailureKind, message: str) -> dict[str, str]:
@@ -136,6 +148,8 @@ async def execute(worker: Runner, slot: Slot) -> None:
 def _prepare(
     worker: Runner, claim: Claimed
 ) -> tuple[JobPayload | None, Task[Any, Any] | None, Outcome | None]:
+    if claim.bad is not None:
+        return None, None, _failed(_error(FailureKind.UNREADABLE_JOB, claim.bad[:2000]))
     if claim.payload is None:
         return (
             None,
@@ -154,9 +168,7 @@ def _prepare(
         )
     task = worker.app.tasks.get(payload.task)
     if task is None:
-        known = ", ".join(sorted(worker.app.tasks)) or "none"
-        message = f"no task named {payload.task!r} on this worker; registered: {known}"
-        return payload, None, _failed(_error(FailureKind.UNKNOWN_TASK, message))
+        return payload, None, _unknown_task(worker, claim, payload)
     lost = lost_attempts(claim.attempt, claim.failures)
     if lost > worker.settings.max_redeliveries:
         message = (
@@ -165,6 +177,30 @@ def _prepare(
         )
         return payload, task, _failed(_error(FailureKind.JOB_LOST, message))
     return payload, task, None
+
+
+def _unknown_task(worker: Runner, claim: Claimed, payload: JobPayload) -> Outcome:
+    """Put the job back for a worker that has its task (a rolling deploy), keeping its due
+    time, until ``unknown_task_window`` has passed since then; after that it fails."""
+    window = worker.settings.unknown_task_window.total_seconds()
+    waited = max(0, now_ms() - min(claim.score, payload.enqueue_ms)) / 1000
+    if waited < window:
+        if worker.skip_job(claim.job_id, payload.task):
+            logger.warning(
+                "task %r is not registered on this worker: its jobs are put back for workers "
+                "that have it (a rolling deploy?), each failing as UnknownTask once "
+                "unknown_task_window=%gs has passed since it was due",
+                payload.task,
+                window,
+            )
+        reason = f"task {payload.task!r} is not registered here (fails in {window - waited:.0f}s)"
+        return Outcome("requeue", score_ms=min(claim.score, now_ms()), reason=reason)
+    known = ", ".join(sorted(worker.app.tasks)) or "none"
+    message = (
+        f"no task named {payload.task!r} on this worker; registered: {known} (no worker ran it "
+        f"within unknown_task_window={window:g}s)"
+    )
+    return _failed(_error(FailureKind.UNKNOWN_TASK, message))
 
 
 async def _arguments(
@@ -298,13 +334,11 @@ async def _record(
     finish = now_ms()
     result = b""
     ttl = -1
-    score = finish
+    score = _score(outcome, finish)
     if node is not None:
         state, result = _node_result(worker, claim, outcome)
     elif outcome.mode == "done":
         result, ttl = _encode(worker, claim, payload, task, outcome, start, finish)
-    if outcome.mode == "retry":
-        score = finish + int(outcome.delay * 1000)
     _log_outcome(claim, payload, outcome, slot.run)
     worker.note_outcome(outcome)
     if worker.observers:
@@ -320,7 +354,7 @@ async def _record(
                 run_id,
                 index,
                 claim.queue,
-                worker.id,
+                claim_token(worker.id, claim.attempt),
                 outcome.mode,
                 state=state,
                 result=result,
@@ -336,7 +370,7 @@ async def _record(
             return await worker.app.scripts.finish(
                 claim.job_id,
                 claim.queue,
-                worker.id,
+                claim_token(worker.id, claim.attempt),
                 outcome.mode,
                 result=result,
                 result_ttl_ms=ttl,
@@ -344,7 +378,17 @@ async def _record(
                 via=worker.batcher,
             )
 
-    await finish_job(worker, claim, call)
+    if await finish_job(worker, claim, call) is FinishReply.CLAIM_LOST:
+        worker.note_stale(outcome)
+
+
+def _score(outcome: Outcome, finish: int) -> int:
+    """Where a retried or requeued job goes back in its queue (ms)."""
+    if outcome.mode == "retry":
+        return finish + int(outcome.delay * 1000)
+    if outcome.mode == "requeue" and outcome.score_ms is not None:
+        return outcome.score_ms
+    return finish
 
 
 def _log_outcome(claim: Claimed, payload: JobPayload | None, outcome: Outcome, run: float) -> None:
@@ -366,6 +410,8 @@ def _log_outcome(claim: Claimed, payload: JobPayload | None, outcome: Outcome, r
             type(exc).__name__,
             exc,
         )
+    elif outcome.mode == "requeue" and outcome.reason:
+        logger.debug("job %s %s requeued: %s", claim.job_id, task, outcome.reason)
     elif outcome.mode == "requeue":
         logger.info("job %s %s requeued: the worker is stopping", claim.job_id, task)
     elif isinstance(outcome.value, dict):
@@ -476,7 +522,7 @@ def _shorten(error: Any) -> Any:
 
 async def finish_job(
     worker: Runner, claim: Claimed, call: Callable[[], Awaitable[FinishReply]]
-) -> None:
+) -> FinishReply | None:
     """Call a finish script until Redis answers.
 
     Not shielded: job tasks are never cancelled from outside (abort, drain and timeouts
@@ -494,10 +540,21 @@ async def finish_job(
             worker.health.redis_failed(f"finishing job {claim.job_id}", exc)
             await anyio.sleep(delay)
             delay = min(delay * 2, cap)
+        except RedisError as exc:  # e.g. a key of the wrong type: retrying cannot help
+            logger.error(
+                "job %s: Redis refused to record its outcome (%s); its lease will lapse and "
+                "another attempt will run",
+                claim.job_id,
+                exc,
+            )
+            return None
     else:
-        return
+        return None
     if reply is FinishReply.CLAIM_LOST:
         logger.warning(
-            "job %s: claim lost (lease lapsed); outcome dropped, another worker re-runs it",
+            "job %s: attempt %d's outcome dropped as stale: its lease lapsed and a later "
+            "attempt (of this or another worker) holds the job",
             claim.job_id,
+            claim.attempt,
         )
+    return reply

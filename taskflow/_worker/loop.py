@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import signal
 import socket
+import time
 import uuid
 from collections import Counter
 from functools import partial
@@ -31,6 +33,7 @@ from .abort import AbortWatcher
 from .batcher import Batcher
 from .execute import Outcome, Slot, execute
 from .heartbeat import Heartbeat
+from .memory import MemoryPolicyWatch
 from .services import Health, JobObserver, Service, ServiceContext
 from .waker import Waker
 
@@ -38,8 +41,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from .._client import Client
+    from .._protocol.scripts import Claimed
 
 __all__ = ("Worker",)
+
+_SKIP_SECONDS = 2.0  # how long a job of a task this worker lacks is left to other workers
+_SKIP_MAX = 200  # job ids passed to one claim call
 
 logger = logging.getLogger("taskflow.worker")
 
@@ -73,9 +80,18 @@ class Worker:
         self.batcher = Batcher()
         self.observers: list[JobObserver] = list(observers)
         #: the core services, then those added by features and users, started in order
-        self.services: list[Service] = [self.batcher, Waker(), Heartbeat(), AbortWatcher()]
+        self.services: list[Service] = [
+            self.batcher,
+            Waker(),
+            Heartbeat(),
+            AbortWatcher(),
+            MemoryPolicyWatch(),
+        ]
         for service in services:
             self.add_service(service)
+        self._broken_logged: dict[str, float] = {}  #: queue -> when its error was last logged
+        self._skipped: dict[str, float] = {}  #: job id -> until when claims pass it by
+        self._missing_tasks: set[str] = set()  #: task names met here but not registered
         self.running: dict[str, Slot] = {}
         self._successors: dict[str, Slot] = {}
         self.counts: Counter[str] = Counter()
@@ -265,10 +281,15 @@ class Worker:
                 continue
             try:
                 claimed = await self.app.scripts.claim(
-                    order, now_ms(), free, self.id, lease_ms, via=self.batcher
+                    order, now_ms(), free, self.id, lease_ms, via=self.batcher, skip=self._skip()
                 )
             except CONNECTION_ERRORS as exc:
                 self.health.redis_failed("claiming", exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, cap)
+                continue
+            except RedisError as exc:  # whatever Redis answers, the job loop goes on
+                logger.error("claiming jobs failed: %s; retrying in %.2fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, cap)
                 continue
@@ -276,9 +297,35 @@ class Worker:
             backoff = 0.05
             order.append(order.pop(0))  # rotate, so no queue starves the others
             for claim in claimed:
-                self._start(Slot(claim))
+                if claim.job_id:
+                    self._start(Slot(claim))
+                else:
+                    self._broken_queue(claim)
             if len(claimed) < free:
                 await self._sleep(poll)
+
+    def skip_job(self, job_id: str, task: str) -> bool:
+        """Pass ``job_id`` by in claims for a few seconds: its ``task`` is not registered
+        here, and another worker may have it. True the first time ``task`` is met."""
+        self._skipped[job_id] = time.monotonic() + _SKIP_SECONDS
+        first = task not in self._missing_tasks
+        self._missing_tasks.add(task)
+        return first
+
+    def _skip(self) -> list[str]:
+        if not self._skipped:
+            return []
+        now = time.monotonic()
+        for job_id in [j for j, until in self._skipped.items() if until <= now]:
+            del self._skipped[job_id]
+        return list(self._skipped)[:_SKIP_MAX]
+
+    def _broken_queue(self, claim: Claimed) -> None:
+        """A queue whose key cannot be read: say so once a minute, serve the others."""
+        last = self._broken_logged.get(claim.queue, -math.inf)
+        if time.monotonic() - last >= 60:
+            self._broken_logged[claim.queue] = time.monotonic()
+            logger.error("queue %r cannot be read and is skipped: %s", claim.queue, claim.bad)
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(seconds):
@@ -315,6 +362,10 @@ class Worker:
 
     def note_outcome(self, outcome: Outcome) -> None:
         self.counts[outcome.status or outcome.mode] += 1
+
+    def note_stale(self, outcome: Outcome) -> None:
+        self.counts[outcome.status or outcome.mode] -= 1
+        self.counts["stale"] += 1
 
     # -- interruption and shutdown --------------------------------------------------------
 

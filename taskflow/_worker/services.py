@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -110,24 +111,37 @@ class Health:
         return not self._outage
 
     def redis_failed(self, doing: str, exc: BaseException) -> None:
-        """Note that Redis did not answer while ``doing`` something."""
+        """Note that Redis did not answer (or refused to serve) while ``doing`` something."""
+        what = _trouble(exc)
         if not self._outage:
             self._outage = True
             logger.warning(
-                "Redis unreachable while %s (%s); running jobs go on, Redis calls are retried "
-                "with backoff up to %gs",
+                "%s while %s (%s); running jobs go on, Redis calls are retried with backoff "
+                "up to %gs",
+                what,
                 doing,
                 exc,
                 self.backoff_cap,
             )
         else:
-            logger.debug("Redis still unreachable while %s: %s", doing, exc)
+            logger.debug("%s still, while %s: %s", what, doing, exc)
 
     def redis_ok(self) -> None:
         """Note that Redis answered."""
         if self._outage:
             self._outage = False
             logger.info("Redis reachable again")
+
+
+def _trouble(exc: BaseException) -> str:
+    if isinstance(exc, OutOfMemoryError):
+        return (
+            "Redis is out of memory and refuses writes (maxmemory reached under noeviction: "
+            "raise maxmemory or free memory)"
+        )
+    if isinstance(exc, ReadOnlyError):
+        return "Redis is a read-only replica (during a failover, or a wrong URL)"
+    return "Redis unreachable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,266 @@
+"""Hostile data and a hostile Redis (issue 11, quick tier): a key of the wrong type fails its
+one job and the worker carries on; a Redis that refuses writes (maxmemory under noeviction)
+is waited out and reported, not a crash."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
+
+import taskflow
+from taskflow._protocol import keys
+from taskflow._worker.memory import MemoryPolicyWatch
+from taskflow.connection import EmbeddedRedis
+from tests.apps.shared import fast_worker
+from tests.helpers import reply, until
+
+pytestmark = pytest.mark.asyncio
+
+RESULT_TIMEOUT = 10
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def queue_job(redis: Redis, queue: str, job_id: str) -> None:
+    await redis.zadd(keys.queue(queue), {job_id: int(time.time() * 1000)})
+
+
+async def test_a_job_key_of_the_wrong_type_fails_that_job_alone(
+    app: taskflow.TaskFlow, queue_name: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task
+    async def echo(value: str) -> str:
+        return value
+
+    as_hash = new_id()
+    await reply(redis.hset(keys.job(as_hash), mapping={"f": "echo"}))  # a hash, not a string
+    await redis.expire(keys.job(as_hash), 60)
+    await queue_job(redis, queue_name, as_hash)
+    async with app:
+        counted = await echo.enqueue("counted")
+        await redis.set(keys.retry(counted.job_id), "not a number", ex=60)
+        async with app.worker():
+            before = await echo.enqueue("before")
+            with pytest.raises(taskflow.TaskFailed) as hashed:
+                await app.job(as_hash).result(timeout=RESULT_TIMEOUT)
+            with pytest.raises(taskflow.TaskFailed) as counter:
+                await counted.result(timeout=RESULT_TIMEOUT)
+            # the worker is alive and serves the same queue
+            assert await before.result(timeout=RESULT_TIMEOUT) == "before"
+            after = await echo.enqueue("after")
+            assert await after.result(timeout=RESULT_TIMEOUT) == "after"
+    assert hashed.value.kind is taskflow.FailureKind.UNREADABLE_JOB
+    assert f"arq:job:{as_hash} (a hash key): WRONGTYPE" in hashed.value.error_message
+    assert counter.value.kind is taskflow.FailureKind.UNREADABLE_JOB
+    assert f"arq:retry:{counted.job_id} (a string key)" in counter.value.error_message
+    assert "not an integer" in counter.value.error_message
+    assert await redis.exists(keys.job(as_hash), keys.in_progress(as_hash)) == 0
+
+
+async def test_a_queue_key_of_the_wrong_type_is_skipped_and_the_other_queues_served(
+    make_app: Callable[..., taskflow.TaskFlow], redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    broken, healthy = f"broken-{new_id()[:8]}", f"healthy-{new_id()[:8]}"
+
+    @app.task(queue=healthy)
+    async def ping() -> str:
+        return "pong"
+
+    await redis.set(keys.queue(broken), "a string where a sorted set belongs", ex=60)
+    caplog.set_level(logging.ERROR, logger="taskflow.worker")
+    async with app, app.worker(queues=[broken, healthy]):
+        job = await ping.enqueue()
+        assert await job.result(timeout=RESULT_TIMEOUT) == "pong"
+    [line] = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert line.startswith(f"queue {broken!r} cannot be read and is skipped: arq:queue:{broken}")
+    assert "WRONGTYPE" in line
+
+
+# -- version skew -----------------------------------------------------------------------------
+
+
+async def test_a_job_for_a_task_this_worker_lacks_goes_to_a_worker_that_has_it(
+    make_app: Callable[..., taskflow.TaskFlow], caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = make_app(), make_app()  # a rolling deploy: `resize` exists only in the new code
+
+    @old.task
+    async def ping() -> str:
+        return "old"
+
+    @new.task(name="ping")
+    async def ping_new() -> str:
+        return "new"
+
+    @new.task
+    async def resize(width: int) -> int:
+        return width * 2
+
+    caplog.set_level(logging.WARNING, logger="taskflow.worker")
+    async with old, new, old.worker():
+        jobs = [await resize.enqueue(w) for w in range(20)]
+
+        async def met() -> bool:
+            return "task 'resize' is not registered on this worker" in caplog.text
+
+        await until(met, timeout=RESULT_TIMEOUT)  # the old worker met them, and put them back
+        async with new.worker():
+            assert [await j.result(timeout=RESULT_TIMEOUT) for j in jobs] == [
+                w * 2 for w in range(20)
+            ]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_job_no_worker_can_run_fails_once_the_window_has_passed(
+    make_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    window = timedelta(milliseconds=500)
+    worker_app = make_app(worker=fast_worker(unknown_task_window=window))
+    sender = make_app()
+
+    @sender.task
+    async def thumbnail() -> None:
+        pass
+
+    async with sender, worker_app, worker_app.worker():
+        started = time.monotonic()
+        job = await thumbnail.enqueue()
+        with pytest.raises(taskflow.TaskFailed) as failed:
+            await job.result(timeout=RESULT_TIMEOUT)
+        assert time.monotonic() - started >= window.total_seconds()
+    assert failed.value.kind is taskflow.FailureKind.UNKNOWN_TASK
+    assert "no worker ran it within unknown_task_window=0.5s" in failed.value.error_message
+
+
+# -- a Redis at maxmemory ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(params=["noeviction"])
+def small_redis(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real redis-server with 4 MB of memory and, by default, noeviction: full writes are
+    refused (parametrize indirectly with another maxmemory-policy)."""
+    policy = str(request.param)
+    binary = EmbeddedRedis.binary() or shutil.which("redis-server")
+    assert binary is not None, "no redis-server binary"
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="taskflow-test-oom-")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+    argv += ["--appendonly", "no", "--maxmemory", "4mb", "--maxmemory-policy", policy]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def fill(redis: Redis) -> None:
+    """Write until Redis refuses even a small write: it is at maxmemory."""
+    i = 0
+    for size in (65536, 1024, 16):
+        while True:
+            i += 1
+            try:
+                await redis.set(f"filler:{i}", b"x" * size)
+            except OutOfMemoryError:
+                break
+            assert i < 100_000, "Redis never refused a write"
+    with pytest.raises(OutOfMemoryError):
+        await redis.set("filler:last", b"x")
+
+
+async def test_a_worker_started_on_a_full_redis_waits_reports_and_resumes(
+    small_redis: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = taskflow.Settings(
+        redis_url=small_redis,
+        embedded="never",
+        default_queue=queue_name,
+        worker=fast_worker(reconnect_backoff_cap=timedelta(milliseconds=200)),
+    )
+    app = taskflow.TaskFlow(settings=settings, name="oom-test")
+
+    @app.task
+    async def ping() -> str:
+        return "pong"
+
+    caplog.set_level(logging.WARNING)
+    raw = Redis.from_url(small_redis)
+    try:
+        async with app:
+            job = await ping.enqueue()  # enqueued while there was room
+            await fill(raw)
+            with pytest.raises(taskflow.RedisOutOfMemory, match="raise maxmemory") as refused:
+                await ping.enqueue()
+            assert isinstance(refused.value.__cause__, OutOfMemoryError)
+            async with app.worker() as worker:
+
+                async def reported() -> bool:
+                    return "Redis is out of memory and refuses writes" in caplog.text
+
+                await until(reported, timeout=10)
+                assert not worker.health.redis_reachable
+                fillers = [key async for key in raw.scan_iter(match="filler:*", count=1000)]
+                await raw.delete(*fillers)  # memory freed: the worker resumes by itself
+                assert await job.result(timeout=RESULT_TIMEOUT) == "pong"
+                with anyio.fail_after(RESULT_TIMEOUT):
+                    assert await (await ping.enqueue()).result() == "pong"
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("small_redis", ["allkeys-lru"], indirect=True)
+async def test_an_evicting_redis_is_named_and_its_evictions_counted(
+    small_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = taskflow.Settings(redis_url=small_redis, embedded="never", worker=fast_worker())
+    app = taskflow.TaskFlow(settings=settings, name="evict-test")
+    watch = MemoryPolicyWatch(interval=0.1)
+    caplog.set_level(logging.WARNING, logger="taskflow.worker")
+    raw = Redis.from_url(small_redis)
+    try:
+        async with app, app.worker(queues=["evict-test"], services=[watch]):
+
+            async def named() -> bool:
+                return "Redis maxmemory-policy is allkeys-lru" in caplog.text
+
+            await until(named, timeout=RESULT_TIMEOUT)
+            for i in range(200):  # 200 x 64 KiB into 4 MB: most are evicted
+                await raw.set(f"filler:{i}", b"x" * 65536)
+
+            async def counted() -> bool:
+                return "keys in the last" in caplog.text
+
+            await until(counted, timeout=RESULT_TIMEOUT)
+    finally:
+        await raw.aclose()
+    line = next(r.getMessage() for r in caplog.records if "keys in the last" in r.getMessage())
+    assert line.startswith("Redis evicted ") and "set maxmemory-policy noeviction" in line
