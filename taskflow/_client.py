@@ -23,7 +23,14 @@ from ._protocol.codecs import JobPayload, JobResult, encode_job, encode_result
 from ._protocol.scripts import Scripts
 from .config import Backoff, Settings, build, parse_duration, settings_from_env
 from .connection import open_redis, redact
-from .errors import ConfigurationError, FailureKind, LifecycleError, PayloadError, UnknownTask
+from .errors import (
+    ConfigurationError,
+    FailureKind,
+    LifecycleError,
+    PayloadError,
+    UnknownTask,
+    redis_errors,
+)
 from .graph import Graph
 from .runs import RunHandle
 from .task import EnqueueOptions, JobHandle, Task, TaskOptions
@@ -351,6 +358,7 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
+    @redis_errors
     async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
         """Enqueue a registered task by name, as :meth:`Task.enqueue` does.
 
@@ -358,6 +366,7 @@ class Client:
         """
         return await self.get_task(task_name).enqueue(*args, **kwargs)
 
+    @redis_errors
     async def enqueue_task(
         self,
         task: Task[Any, Any],
@@ -376,6 +385,7 @@ class Client:
         [enqueued] = await self.scripts.enqueue(queue, expiry, [(job_id, payload, score)])
         return JobHandle(self, job_id, task.name, queue, enqueued=enqueued)
 
+    @redis_errors
     async def enqueue_calls(
         self,
         task: Task[Any, Any],
@@ -432,6 +442,7 @@ class Client:
         """A handle on an existing job, e.g. one enqueued by another process."""
         return JobHandle(self, job_id, task, queue or self.settings.default_queue)
 
+    @redis_errors
     async def abort_job(self, job_id: str, task: str, queue: str) -> int:
         now = now_ms()
         record = JobResult(

@@ -90,7 +90,7 @@ def legacy_options(given: dict[str, Any], valid: tuple[str, ...], method: str) -
         f"{old} {'is' if len(options) == 1 else 'are'} deprecated: "
         f"use task.with_options({new}).{method}(...)",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of Task.enqueue, past its redis_errors wrapper
     )
     return EnqueueOptions(**options)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._protocol import keys
+from .errors import redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -30,6 +31,7 @@ class WorkerInfo:
     counts: dict[str, int]
 
 
+@redis_errors
 async def live_workers(redis: Redis, app: str | keys.AppKeys) -> list[WorkerInfo]:
     """The workers of the app named ``app`` (``TaskFlow.name``) whose heartbeat has not
     lapsed, from any process."""

@@ -5,8 +5,13 @@ Hierarchy::
 
     TaskflowError
     ├── ConfigurationError            bad settings or bad use of the API at definition time
-    │   └── RedisUnavailable          no Redis reachable and no embedded server to fall back on
+    │   └── RedisUnavailable (+RedisFailed)  no Redis reachable (and no embedded fallback)
     │       └── RedisRefused          a Redis answered but refused: password, permission, db, TLS
+    ├── RedisFailed                   a Redis call failed at run time; __cause__ is redis-py's
+    │   ├── RedisOutOfMemory          maxmemory reached under noeviction: writes refused
+    │   ├── RedisReadOnly             a read-only replica
+    │   ├── RedisCommandError         a command or script refused (e.g. a key of the wrong type)
+    │   └── RedisUnavailable          (see above)
     ├── GraphError (+ValueError)      a graph is malformed: duplicate or foreign node, bad task
     │   └── GraphCycle                an edge would close a loop; names it
     ├── PayloadError                  a value cannot travel through Redis
@@ -34,10 +39,13 @@ Hierarchy::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+from redis import exceptions as r
 
 __all__ = (
     "AlertNotFound",
@@ -55,6 +63,10 @@ __all__ = (
     "LookupMiss",
     "PayloadError",
     "PayloadTooLarge",
+    "RedisCommandError",
+    "RedisFailed",
+    "RedisOutOfMemory",
+    "RedisReadOnly",
     "RedisRefused",
     "RedisUnavailable",
     "ResultTimeout",
@@ -82,6 +94,9 @@ class FailureKind(StrEnum):
     CORRUPT_PAYLOAD = "taskflow.CorruptPayload"  #: its payload could not be decoded
     RESULT_NOT_ENCODABLE = "taskflow.ResultNotEncodable"  #: its result was not JSON or too big
     RUN_NOT_FOUND = "taskflow.RunNotFound"  #: its graph run was unknown or expired
+    #: its keys in Redis could not be read (a key of the wrong type, a counter that is not a
+    #: number): the job fails alone and the worker carries on
+    UNREADABLE_JOB = "taskflow.UnreadableJob"
     SKIPPED = "taskflow.Skipped"  #: a graph node its trigger rule skipped
     UPSTREAM_FAILED = "taskflow.UpstreamFailed"  #: a graph node whose parent failed
 
@@ -102,8 +117,24 @@ class ConfigurationError(TaskflowError):
     """A setting, decorator argument or other definition-time value is invalid."""
 
 
-class RedisUnavailable(ConfigurationError):
-    """No Redis server could be reached and no embedded server could be started."""
+class RedisFailed(TaskflowError):
+    """A Redis call failed while the app was running; ``__cause__`` is redis-py's error."""
+
+
+class RedisOutOfMemory(RedisFailed):
+    """Redis refused a write: it is at ``maxmemory`` under ``noeviction``."""
+
+
+class RedisReadOnly(RedisFailed):
+    """Redis refused a write: the URL points at a read-only replica (or one mid-failover)."""
+
+
+class RedisCommandError(RedisFailed):
+    """Redis refused a command or a script failed (a key of the wrong type, for one)."""
+
+
+class RedisUnavailable(ConfigurationError, RedisFailed):
+    """No Redis server could be reached (and, when opening, no embedded one started)."""
 
 
 class RedisRefused(RedisUnavailable):
@@ -307,3 +338,38 @@ def unwrapped() -> Iterator[None]:
         if leaf is None:
             raise
         raise leaf from leaf.__cause__
+
+
+def from_redis(exc: BaseException, doing: str) -> TaskflowError:
+    """The TaskflowError for a redis-py error met while ``doing`` something (raise it
+    ``from exc``)."""
+    if isinstance(exc, r.AuthenticationError | r.NoPermissionError):
+        return RedisRefused(f"{doing}: Redis refused: {exc}")
+    if isinstance(exc, r.OutOfMemoryError):
+        return RedisOutOfMemory(
+            f"{doing}: Redis is out of memory and refuses writes ({exc}); raise maxmemory, free "
+            "memory, or shorten result_ttl/job_ttl"
+        )
+    if isinstance(exc, r.ReadOnlyError):
+        return RedisReadOnly(f"{doing}: Redis is a read-only replica ({exc}); use the primary")
+    if isinstance(exc, r.ConnectionError | r.TimeoutError):
+        return RedisUnavailable(f"{doing}: Redis unreachable ({exc})")
+    return RedisCommandError(f"{doing}: Redis refused: {exc}")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Let ``fn`` raise TaskflowErrors only: a redis-py error becomes :func:`from_redis`'s,
+    with the original as ``__cause__``."""
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except r.RedisError as exc:
+            raise from_redis(exc, fn.__qualname__.replace("._", ".")) from exc
+
+    return call

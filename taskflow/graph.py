@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._dag import MAX_NODES, REF_KEY, Dag, Node, NodeState, RunState, Trigger
+from .errors import redis_errors
 from .runs import RunHandle, submit_graph
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Graph(Dag):
         super().__init__(name, app.tasks)
         self.app = app
 
+    @redis_errors
     async def submit(self) -> RunHandle:
         """Validate, persist the whole graph and enqueue its roots atomically; return the run.
 

@@ -24,7 +24,7 @@ from ._protocol.codecs import (
     encode_node_static,
 )
 from ._protocol.scripts import Caller, NodeStart, NodeVerdict
-from .errors import GraphFailed, ResultTimeout, RunNotFound
+from .errors import GraphFailed, ResultTimeout, RunNotFound, redis_errors
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -233,6 +233,7 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
 
+    @redis_errors
     async def status(self) -> RunStatus:
         """Every node's state, attempts, timestamps and worker; errors of failed nodes.
 
@@ -260,6 +261,7 @@ class RunHandle:
         )
         return {i: orjson.loads(r) for i, r in zip(bad, raw, strict=True) if r is not None}
 
+    @redis_errors
     async def wait(
         self, timeout: float | None = None, *, poll_interval: float = 0.25
     ) -> dict[str, Any]:
@@ -317,6 +319,7 @@ class RunHandle:
             raise GraphFailed(self.run_id, failed, states, results)
         return results
 
+    @redis_errors
     async def cancel(self, timeout: float = 5.0) -> RunStatus:
         """Cancel the run: nothing starts after this returns; running nodes are aborted.
 

@@ -17,7 +17,7 @@ from ._options import ENQUEUE_OPTIONS, EnqueueOptions, legacy_options
 from ._protocol import keys
 from ._protocol.codecs import JobResult, decode_result
 from .config import Backoff
-from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed
+from .errors import JobNotFound, LifecycleError, ResultTimeout, TaskFailed, redis_errors
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -174,6 +174,7 @@ class Task(Generic[P, R]):
         """One call's arguments for :meth:`enqueue_many`, checked like those of ``enqueue``."""
         return TaskCall(args, kwargs)
 
+    @redis_errors
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Validate the arguments and enqueue a job; return its handle.
 
@@ -188,6 +189,7 @@ class Task(Generic[P, R]):
         handle = await self.app.enqueue_task(self, args, call, options)
         return cast("JobHandle[R]", handle)
 
+    @redis_errors
     async def enqueue_many(
         self,
         calls: Iterable[CallArguments[P]],
@@ -213,6 +215,7 @@ class Task(Generic[P, R]):
         options = legacy_options(legacy, tuple(legacy), "enqueue_many")
         return await BoundTask(self, options).enqueue_many(calls)
 
+    @redis_errors
     async def map(
         self: _OneArgument[X, R],
         values: Iterable[X],
@@ -248,12 +251,14 @@ class BoundTask(Generic[P, R]):
     task: Task[P, R]
     options: EnqueueOptions
 
+    @redis_errors
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Validate the arguments and enqueue a job with the bound options; see
         :meth:`Task.enqueue`."""
         handle = await self.task.app.enqueue_task(self.task, args, dict(kwargs), self.options)
         return cast("JobHandle[R]", handle)
 
+    @redis_errors
     async def enqueue_many(self, calls: Iterable[CallArguments[P]]) -> list[JobHandle[R]]:
         """Enqueue one job per call in one atomic write; see :meth:`Task.enqueue_many`.
 
@@ -263,6 +268,7 @@ class BoundTask(Generic[P, R]):
         handles = await self.task.app.enqueue_calls(self.task, pairs, self.options)
         return cast("list[JobHandle[R]]", handles)
 
+    @redis_errors
     async def map(self: _BoundOneArgument[X, R], values: Iterable[X]) -> list[JobHandle[R]]:
         """Enqueue one job per value, the task's single positional argument; see
         :meth:`Task.map`."""
@@ -304,11 +310,13 @@ class JobHandle(Generic[R]):
         raw, running, score, failures, exists = replies[-5:]
         return raw, bool(running), score, int(failures or 0), bool(exists)
 
+    @redis_errors
     async def info(self) -> JobResult | None:
         """The stored result record, or None while the job has not finished."""
         raw = await self.app.redis.get(keys.result(self.job_id))
         return None if raw is None else decode_result(raw, self.job_id)
 
+    @redis_errors
     async def status(self) -> JobStatus:
         """The job's current state."""
         raw, running, score, failures, exists = await self._fetch()
@@ -324,6 +332,7 @@ class JobHandle(Generic[R]):
             return JobStatus.DEFERRED
         return JobStatus.QUEUED
 
+    @redis_errors
     async def result(self, timeout: float | None = None, *, poll_interval: float = 0.1) -> R:
         """Wait for the job to finish and return its value.
 
@@ -360,6 +369,7 @@ class JobHandle(Generic[R]):
             return cast("R", record.value)
         raise TaskFailed(self.job_id, record.task, record.value, record.status)
 
+    @redis_errors
     async def abort(self, timeout: float = 5.0) -> bool:
         """Cancel the job: a queued one at once, a running one by its worker.
 

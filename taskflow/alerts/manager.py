@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._clock import ms_to_datetime, now_ms
 from .._protocol.scripts import AckReply, AlertAction
 from ..connection import CONNECTION_ERRORS
-from ..errors import AlertNotFound, ConfigurationError
+from ..errors import AlertNotFound, ConfigurationError, RedisFailed, redis_errors
 from .channels import AlertEvent, Channel
 from .rules import AlertRule, ConditionResult, load_rules, render_message
 from .sources import Measurer
@@ -91,6 +91,7 @@ class AlertManager:
             self._rules[rule.name] = rule
         return rules
 
+    @redis_errors
     async def ack(self, alert_id: str, *, by: str, note: str = "") -> str:
         """Acknowledge a firing alert: it notifies nothing more until it resolves.
 
@@ -105,6 +106,7 @@ class AlertManager:
             raise AlertNotFound(f"alert {alert_id!r} cannot be acknowledged: it is {verdict.value}")
         return rule
 
+    @redis_errors
     async def history(
         self, since: timedelta | datetime = timedelta(hours=24), limit: int = 1000
     ) -> list[AlertRecord]:
@@ -135,6 +137,7 @@ class AlertManager:
             )
         return records
 
+    @redis_errors
     async def reset(self, rule: str) -> None:
         """Forget ``rule``'s state in Redis: an ongoing alert ends without a notification and
         the next evaluation starts from ``ok`` (after changing a rule, or before a demo).
@@ -147,12 +150,17 @@ class AlertManager:
                 pipe.hdel(keys.alert_ids, alert_id)
             await pipe.execute()
 
+    @redis_errors
     async def state(self, rule: str) -> dict[str, str]:
         """A rule's current state hash (state, alert_id, started_at, ...)."""
         async with self.app.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.app.keys.alert_state(rule))
             [raw] = await pipe.execute()
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+# a rule that cannot be measured because Redis cannot serve now: an outage, not a bad rule
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisFailed)
 
 
 class AlertEvaluator:
@@ -182,7 +190,7 @@ class AlertEvaluator:
         for rule in rules:
             try:
                 await self._step(rule, measurer)
-            except CONNECTION_ERRORS as exc:
+            except _UNAVAILABLE as exc:
                 health.redis_failed("evaluating alerts", exc)
                 return
             except Exception:

@@ -48,7 +48,7 @@ from .._registry import WorkerInfo, live_workers
 from ..app import TaskFlow
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
-from ..errors import LifecycleError
+from ..errors import LifecycleError, RedisFailed
 from ..metrics.prometheus import CONTENT_TYPE, MetricsExporter
 from ..task import JobStatus
 
@@ -78,6 +78,7 @@ _STATE_WORKER = "taskflow_worker"
 _UNHEALTHY: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
     RedisError,
+    RedisFailed,
     TimeoutError,
     LifecycleError,
 )

@@ -49,7 +49,7 @@ from .._clock import now_ms
 from .._protocol import keys
 from .._registry import live_workers
 from ..connection import CONNECTION_ERRORS
-from ..errors import ConfigurationError, LifecycleError
+from ..errors import ConfigurationError, LifecycleError, RedisFailed
 from .histogram import Histogram, value_of
 from .query import Metrics
 from .recorder import MEASURES
@@ -282,7 +282,12 @@ async def render(app: Client) -> bytes:
 
 _MAX_HEAD = 16 * 1024  # bytes of request headers accepted (a scrape sends a few hundred)
 _POLL = 0.2  # seconds the server thread takes to notice a shutdown
-_SCRAPE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisError, LifecycleError)
+_SCRAPE_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    RedisError,
+    RedisFailed,
+    LifecycleError,
+)
 
 
 class _ResponseHandler(ServerHandler):

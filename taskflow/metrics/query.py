@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._clock import ms_to_datetime, now_ms
 from ..config import Resolution
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, redis_errors
 from .histogram import Histogram
 from .recorder import MEASURES, SEP
 from .system import SystemSample
@@ -144,6 +144,7 @@ class Metrics:
                 return resolution
         return self.app.settings.metrics.resolutions[-1]
 
+    @redis_errors
     async def aggregate(
         self, start_ms: int, end_ms: int, group: Iterable[str]
     ) -> tuple[Resolution, dict[tuple[str | None, ...], Aggregate]]:
@@ -174,6 +175,7 @@ class Metrics:
                 h.count = sum(h.buckets.values())
         return resolution, out
 
+    @redis_errors
     async def summaries(
         self,
         since: timedelta | datetime = timedelta(hours=1),
@@ -191,6 +193,7 @@ class Metrics:
             for key, m in sorted(merged.items(), key=lambda kv: [str(x) for x in kv[0]])
         ]
 
+    @redis_errors
     async def summary(
         self,
         task: str | None = None,
@@ -252,6 +255,7 @@ class Metrics:
             memory=Distribution.of(m.histograms["m"]),
         )
 
+    @redis_errors
     async def export(
         self,
         format: str = "json",
@@ -267,6 +271,7 @@ class Metrics:
 
         return await export(self.app, format, since, until, task=task, queue=queue)
 
+    @redis_errors
     async def system(
         self,
         since: timedelta | datetime = timedelta(hours=1),
