@@ -26,6 +26,7 @@ from taskflow._protocol.scripts import (
     FinishReply,
     NodeVerdict,
     Scripts,
+    claim_token,
     lua_source,
 )
 from taskflow.errors import FailureKind
@@ -157,9 +158,10 @@ async def test_replies_are_enums(make_app: type[taskflow.TaskFlow], queue_name: 
         assert await scripts.abort(handle.job_id, queue_name, b"{}", 1000, 0) is (
             AbortReply.SIGNALLED
         )
-        done = await scripts.finish(handle.job_id, queue_name, "token-1", "done")
+        token = claim_token("token-1", claimed[0].attempt)
+        done = await scripts.finish(handle.job_id, queue_name, token, "done")
         assert done is FinishReply.APPLIED
-        again = await scripts.finish(handle.job_id, queue_name, "token-1", "done")
+        again = await scripts.finish(handle.job_id, queue_name, token, "done")
         assert again in (FinishReply.CLAIM_LOST, FinishReply.ALREADY_FINISHED)
         missing = await scripts.abort(uuid.uuid4().hex, queue_name, b"{}", 1000, 0)
         assert missing is AbortReply.NOT_FOUND
@@ -188,3 +190,30 @@ async def test_lua_run_keys_equal_python_run_keys(redis: Redis) -> None:
         _prelude() + "\nreturn run_keys(ARGV[1])", 0, run_id
     )
     assert [k.decode() for k in reply] == keys.run_keys(run_id)
+
+
+@pytest.mark.asyncio
+async def test_a_claim_is_fenced_per_attempt(
+    make_app: type[taskflow.TaskFlow], queue_name: str
+) -> None:
+    """A worker whose lease lapsed and that claimed the job again holds the new attempt only:
+    the older attempt's finish (same worker) is refused, the current one's applied."""
+    app = make_app()
+
+    @app.task
+    async def noop() -> None:
+        return None
+
+    async with app:
+        scripts: Scripts = app.scripts
+        handle = await noop.enqueue()
+        [first] = await scripts.claim([queue_name], 2**41, 10, "w", 10_000)
+        assert await app.redis.get(keys.in_progress(handle.job_id)) == b"w:1"
+        await app.redis.delete(keys.in_progress(handle.job_id))  # the lease lapses
+        [second] = await scripts.claim([queue_name], 2**42, 10, "w", 10_000)
+        assert (first.attempt, second.attempt) == (1, 2)
+        stale = await scripts.finish(handle.job_id, queue_name, claim_token("w", 1), "done")
+        assert stale is FinishReply.CLAIM_LOST
+        assert await scripts.renew([(handle.job_id, queue_name, claim_token("w", 1))], 10_000, 0)
+        current = await scripts.finish(handle.job_id, queue_name, claim_token("w", 2), "done")
+        assert current is FinishReply.APPLIED

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 import taskflow
 from taskflow._clock import now_ms
 from taskflow._protocol import keys
-from taskflow._protocol.scripts import Claimed
+from taskflow._protocol.scripts import Claimed, claim_token
 from taskflow._worker import Service
 from taskflow._worker.abort import AbortWatcher
 from taskflow._worker.batcher import Batcher
@@ -118,7 +118,8 @@ async def test_heartbeat_writes_the_record_renews_leases_and_reports_lost_ones(
     async with app:
         ctx = context(app, jobs)
         lease_ms = int(ctx.settings.lease.total_seconds() * 1000)
-        await redis.set(keys.in_progress(held), ctx.worker_id, px=1000)
+        # held by this worker's first attempt (claims are fenced per attempt)
+        await redis.set(keys.in_progress(held), claim_token(ctx.worker_id, 1), px=1000)
         await redis.set(keys.in_progress(lost), "another-worker", px=60_000)
         await redis.zadd(queue, {held: 1, lost: 1})
         try:

@@ -12,6 +12,7 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .._clock import now_ms
+from .._protocol.scripts import claim_token
 from ..connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
@@ -60,11 +61,11 @@ class Heartbeat:
                 pipe.zadd(ctx.keys.workers, {ctx.worker_id: now})
                 await pipe.execute()
             renewing = [
-                (job_id, slot.claim.queue)
+                (job_id, slot.claim.queue, claim_token(ctx.worker_id, slot.claim.attempt))
                 for job_id, slot in jobs.running.items()
                 if not slot.finishing
             ]
-            lost = await ctx.scripts.renew(renewing, ctx.worker_id, lease_ms, now_ms())
+            lost = await ctx.scripts.renew(renewing, lease_ms, now_ms())
         except CONNECTION_ERRORS as exc:
             ctx.health.redis_failed("renewing the heartbeat", exc)
             return
