@@ -15,6 +15,7 @@ of parents and children across processes. The test id is the first argument of e
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from datetime import timedelta
 from typing import Any
@@ -140,6 +141,17 @@ def _register_tasks(app: taskflow.TaskFlow) -> None:
         return node
 
     @app.task
+    async def ledger(db: str, node: str, sleep: float = 0.0, deps: list[Any] | None = None) -> str:
+        """Record this attempt in a SQLite ledger outside Redis: a start row, then (in one
+        transaction, after ``sleep``) the node's effect, idempotent per node, and an end row.
+        ``deps``: the data parents' results (their edges are what the ledger is checked on)."""
+        attempt = taskflow.current_job().attempt
+        await anyio.to_thread.run_sync(write_ledger, db, "start", node, attempt)
+        await anyio.sleep(sleep)
+        await anyio.to_thread.run_sync(write_ledger, db, "effect", node, attempt)
+        return node
+
+    @app.task
     async def gate(tid: str, node: str) -> str:
         """Record the start, wait for the test's barrier time, end exactly then."""
         await _started(app, tid, node)
@@ -152,6 +164,26 @@ def _register_tasks(app: taskflow.TaskFlow) -> None:
         await anyio.sleep(max(0.0, float(raw) - time.time()))
         await _ended(app, tid, node)
         return node
+
+
+LEDGER_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS starts (node TEXT, attempt INT, pid INT, at REAL)",
+    "CREATE TABLE IF NOT EXISTS ends (node TEXT, attempt INT, pid INT, at REAL)",
+    "CREATE TABLE IF NOT EXISTS effects (node TEXT PRIMARY KEY, attempt INT, at REAL)",
+)
+
+
+def write_ledger(db: str, what: str, node: str, attempt: int) -> None:
+    """One ledger write, atomic: ``start``, or ``effect`` (the effect, once per node, and the
+    attempt's end row together)."""
+    now, pid = time.time(), os.getpid()
+    with sqlite3.connect(db, timeout=30) as conn:
+        if what == "start":
+            conn.execute("INSERT INTO starts VALUES (?, ?, ?, ?)", (node, attempt, pid, now))
+        else:
+            conn.execute("INSERT OR IGNORE INTO effects VALUES (?, ?, ?)", (node, attempt, now))
+            conn.execute("INSERT INTO ends VALUES (?, ?, ?, ?)", (node, attempt, pid, now))
+    conn.close()
 
 
 app = make_app()
