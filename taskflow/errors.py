@@ -89,6 +89,9 @@ class FailureKind(StrEnum):
     ABORTED = "taskflow.Aborted"  #: a client aborted it (before or while it ran)
     CANCELLED = "taskflow.Cancelled"  #: its graph run was cancelled
     JOB_LOST = "taskflow.JobLost"  #: its worker died during more attempts than allowed
+    #: its attempts lost their lease while their worker lived (a body that blocked the event
+    #: loop past the lease, a paused process): more such attempts than allowed
+    LEASE_LOST = "taskflow.LeaseLost"
     JOB_EXPIRED = "taskflow.JobExpired"  #: its payload expired before a worker claimed it
     UNKNOWN_TASK = "taskflow.UnknownTask"  #: no task of that name on the worker
     CORRUPT_PAYLOAD = "taskflow.CorruptPayload"  #: its payload could not be decoded

@@ -264,3 +264,35 @@ async def test_an_evicting_redis_is_named_and_its_evictions_counted(
         await raw.aclose()
     line = next(r.getMessage() for r in caplog.records if "keys in the last" in r.getMessage())
     assert line.startswith("Redis evicted ") and "set maxmemory-policy noeviction" in line
+
+
+# -- a body that blocks the event loop past its lease ------------------------------------------
+
+
+async def test_a_body_blocking_past_its_lease_is_reported_as_lease_lost_not_a_dead_worker(
+    make_app: Callable[..., taskflow.TaskFlow], caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = taskflow.WorkerSettings(
+        poll_interval=timedelta(milliseconds=10),
+        lease=timedelta(seconds=1),
+        heartbeat_interval=timedelta(milliseconds=250),
+        max_redeliveries=1,
+    )
+    app = make_app(worker=worker)
+
+    @app.task
+    async def crunch() -> None:
+        time.sleep(1.5)  # blocks the event loop: no heartbeat renews the lease meanwhile
+
+    caplog.set_level(logging.WARNING, logger="taskflow.worker")
+    async with app, app.worker() as running:
+        job = await crunch.enqueue()
+        with pytest.raises(taskflow.TaskFailed) as lost:
+            await job.result(timeout=30)
+    assert lost.value.kind is taskflow.FailureKind.LEASE_LOST
+    message = lost.value.error_message
+    assert message.startswith(f"attempt 2 lost its lease while its worker ({running.id}) lived")
+    assert "against a 1s lease" in message and "anyio.to_thread.run_sync" in message
+    assert "the event loop was blocked for" in caplog.text
+    assert "attempt 1's outcome dropped as stale" in caplog.text
+    assert running.counts["stale"] == 2

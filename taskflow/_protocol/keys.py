@@ -114,6 +114,11 @@ def failures(job_id: str) -> str:
     return FAILURES_PREFIX + job_id
 
 
+def lease_lost(job_id: str) -> str:
+    """JSON note of the last attempt of a job that lost its lease while its worker lived."""
+    return f"taskflow:lease-lost:{job_id}"
+
+
 def wake_channel(queue_name: str) -> str:
     """Pub/sub channel on which enqueues wake a queue's idle workers."""
     return WAKE_PREFIX + queue(queue_name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
+import orjson
 from redis.exceptions import RedisError
 
 from .._clock import ms_to_datetime, now_ms
@@ -127,6 +128,8 @@ async def execute(worker: Runner, slot: Slot) -> None:
     task: Task[Any, Any] | None = None
     try:
         payload, task, outcome = _prepare(worker, claim)
+        if outcome is not None and outcome.value is not None and _is_job_lost(outcome):
+            outcome = await _lease_lost(worker, claim, outcome)
         if outcome is None:
             assert payload is not None and task is not None
             if logger.isEnabledFor(logging.DEBUG):
@@ -177,6 +180,45 @@ def _prepare(
         )
         return payload, task, _failed(_error(FailureKind.JOB_LOST, message))
     return payload, task, None
+
+
+def _is_job_lost(outcome: Outcome) -> bool:
+    return isinstance(outcome.value, dict) and outcome.value.get("type") == FailureKind.JOB_LOST
+
+
+async def _note_lease_lost(worker: Runner, claim: Claimed, run: float) -> None:
+    """This attempt lost its lease while its worker lived: leave a note, so that the attempt
+    that gives up on the job says so instead of "its worker died"."""
+    note = {
+        "attempt": claim.attempt,
+        "run_s": round(run, 3),
+        "loop_stall_s": round(worker.health.loop_stall, 3),
+        "lease_s": worker.settings.lease.total_seconds(),
+        "worker": worker.id,
+    }
+    ttl_ms = int(worker.app.settings.job_ttl.total_seconds() * 1000)
+    try:
+        await worker.app.redis.set(keys.lease_lost(claim.job_id), dumps(note), px=ttl_ms)
+    except (RedisError, OSError) as exc:  # a note only: the job goes on without it
+        logger.debug("job %s: lease-lost note not written: %s", claim.job_id, exc)
+
+
+async def _lease_lost(worker: Runner, claim: Claimed, outcome: Outcome) -> Outcome:
+    """JOB_LOST, or LEASE_LOST when an earlier attempt left a note that its worker lived."""
+    try:
+        raw = await worker.app.redis.get(keys.lease_lost(claim.job_id))
+    except (RedisError, OSError):
+        return outcome
+    if raw is None:
+        return outcome
+    note = orjson.loads(raw)
+    message = (
+        f"attempt {note['attempt']} lost its lease while its worker ({note['worker']}) "
+        f"lived: its body ran {note['run_s']:g}s against a {note['lease_s']:g}s lease, and "
+        f"the event loop was seen blocked for up to {note['loop_stall_s']:g}s (a body that "
+        "does not await? run blocking code with anyio.to_thread.run_sync)"
+    )
+    return _failed(_error(FailureKind.LEASE_LOST, message))
 
 
 def _unknown_task(worker: Runner, claim: Claimed, payload: JobPayload) -> Outcome:
@@ -380,6 +422,7 @@ async def _record(
 
     if await finish_job(worker, claim, call) is FinishReply.CLAIM_LOST:
         worker.note_stale(outcome)
+        await _note_lease_lost(worker, claim, slot.run)
 
 
 def _score(outcome: Outcome, finish: int) -> int:

@@ -36,7 +36,17 @@ class Heartbeat:
         task_status.started()
         interval = ctx.settings.heartbeat_interval.total_seconds()
         while True:
+            asked = anyio.current_time() + interval
             await anyio.sleep(interval)
+            late = anyio.current_time() - asked
+            if late > interval:  # the event loop was blocked (a body that does not await)
+                ctx.health.note_stall(late)
+                logger.warning(
+                    "the event loop was blocked for %.1fs (a task body that does not await?); "
+                    "leases of %gs lapse in that time",
+                    late,
+                    ctx.settings.lease.total_seconds(),
+                )
             await self.beat(ctx)
 
     async def beat(self, ctx: ServiceContext) -> None:

@@ -104,6 +104,12 @@ class Health:
     def __init__(self, backoff_cap: float) -> None:
         self.backoff_cap = backoff_cap
         self._outage = False
+        #: the longest the event loop was seen blocked (seconds, measured by the heartbeat)
+        self.loop_stall = 0.0
+
+    def note_stall(self, seconds: float) -> None:
+        """The heartbeat woke ``seconds`` later than it asked: the loop was blocked."""
+        self.loop_stall = max(self.loop_stall, seconds)
 
     @property
     def redis_reachable(self) -> bool:
