@@ -140,14 +140,22 @@ async def test_lua_pattern_agrees_with_python_parser(redis: Redis) -> None:
         assert lua == parsed or (parsed is None and job_id == f"{run.upper()}.1"), job_id
 
 
-@pytest.mark.asyncio
-async def test_replies_are_enums(make_app: type[taskflow.TaskFlow], queue_name: str) -> None:
+def with_noop(
+    make_app: type[taskflow.TaskFlow],
+) -> tuple[taskflow.TaskFlow, taskflow.Task[[], None]]:
+    """An unopened app with one task that does nothing."""
     app = make_app()
 
     @app.task
     async def noop() -> None:
         return None
 
+    return app, noop
+
+
+@pytest.mark.asyncio
+async def test_replies_are_enums(make_app: type[taskflow.TaskFlow], queue_name: str) -> None:
+    app, noop = with_noop(make_app)
     async with app:
         scripts: Scripts = app.scripts
         handle = await noop.enqueue()
@@ -198,12 +206,7 @@ async def test_a_claim_is_fenced_per_attempt(
 ) -> None:
     """A worker whose lease lapsed and that claimed the job again holds the new attempt only:
     the older attempt's finish (same worker) is refused, the current one's applied."""
-    app = make_app()
-
-    @app.task
-    async def noop() -> None:
-        return None
-
+    app, noop = with_noop(make_app)
     async with app:
         scripts: Scripts = app.scripts
         handle = await noop.enqueue()
