@@ -21,6 +21,7 @@ from redis.exceptions import OutOfMemoryError
 
 import taskflow
 from taskflow._protocol import keys
+from taskflow._protocol.scripts import FinishReply
 from taskflow._worker.memory import MemoryPolicyWatch
 from taskflow.connection import EmbeddedRedis
 from tests.apps.shared import fast_worker
@@ -183,18 +184,15 @@ def small_redis(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 async def fill(redis: Redis) -> None:
-    """Write until Redis refuses even a small write: it is at maxmemory."""
-    i = 0
-    for size in (65536, 1024, 16):
-        while True:
-            i += 1
-            try:
-                await redis.set(f"filler:{i}", b"x" * size)
-            except OutOfMemoryError:
-                break
-            assert i < 100_000, "Redis never refused a write"
+    """Put Redis over its maxmemory: 1.5 MB of data, then maxmemory set 512 KB below what it
+    uses, so that every write is refused (used memory wobbles by a few bytes; this margin
+    does not) until the data is deleted."""
+    for i in range(24):
+        await redis.set(f"filler:{i}", b"x" * 65536)
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory", used - 512 * 1024)
     with pytest.raises(OutOfMemoryError):
-        await redis.set("filler:last", b"x")
+        await redis.set("filler:refused", b"x")
 
 
 async def test_a_worker_started_on_a_full_redis_waits_reports_and_resumes(
@@ -296,3 +294,73 @@ async def test_a_body_blocking_past_its_lease_is_reported_as_lease_lost_not_a_de
     assert "the event loop was blocked for" in caplog.text
     assert "attempt 1's outcome dropped as stale" in caplog.text
     assert running.counts["stale"] == 2
+
+
+# -- wide fans are released a budget at a time -------------------------------------------------
+
+
+async def test_a_wide_fan_is_released_in_chunks_each_child_once(
+    app: taskflow.TaskFlow, redis: Redis
+) -> None:
+    width = 3 * keys.SETTLE_BUDGET + 17
+
+    @app.task
+    async def leaf(i: int) -> int:
+        return i
+
+    await redis.config_set("slowlog-log-slower-than", 10_000)  # 10 ms
+    await redis.slowlog_reset()
+    async with app, app.worker(concurrency=50):
+        graph = app.graph("wide")
+        root = graph.add(leaf, -1, name="root")
+        kids = [graph.add(leaf, i, name=f"k{i}", after=[root]) for i in range(width)]
+        graph.add(leaf, -2, name="join", after=kids)
+        run = await graph.submit()
+        results = await run.wait(timeout=60)
+        status = await run.status()
+    assert [results[f"k{i}"] for i in range(width)] == list(range(width))
+    assert {n.attempt for n in status.nodes.values()} == {1}
+    assert await redis.zscore(keys.SETTLING, run.run_id) is None
+    slow = [e for e in await redis.slowlog_get(128) if b"EVALSHA" in e["command"][:7]]
+    assert slow == [], slow  # no script call of 10 ms or more
+
+
+async def test_a_release_left_half_way_by_a_dead_worker_is_resumed_by_another(
+    app: taskflow.TaskFlow, redis: Redis
+) -> None:
+    width = 2 * keys.SETTLE_BUDGET
+
+    @app.task
+    async def leaf(i: int) -> int:
+        return i
+
+    async with app:
+        graph = app.graph("half-released")
+        root = graph.add(leaf, -1, name="root")
+        for i in range(width):
+            graph.add(leaf, i, name=f"k{i}", after=[root])
+        run = await graph.submit()
+        job_id = keys.node_job_id(run.run_id, 0)
+        # a worker claimed the root and finished it, then died before its second call
+        await redis.set(keys.in_progress(job_id), "dead:1", px=60_000)
+        reply = await app.scripts.finish_node(
+            run.run_id,
+            0,
+            leaf.options.queue,
+            "dead:1",
+            "done",
+            state="succeeded",
+            result=b"-1",
+            now_ms=int(time.time() * 1000),
+            retention_ms=60_000,
+            expiry_ms=60_000,
+            lease_ms=100,
+        )
+        assert reply is FinishReply.MORE
+        half = await run.status()
+        assert half.counts.get("queued", 0) == keys.SETTLE_BUDGET  # the first chunk only
+        assert await redis.zscore(keys.SETTLING, run.run_id) is not None
+        async with app.worker(concurrency=50):  # its settler resumes the release
+            results = await run.wait(timeout=30)
+    assert sorted(v for k, v in results.items() if k != "root") == list(range(width))
+    assert await redis.zscore(keys.SETTLING, run.run_id) is None

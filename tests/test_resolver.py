@@ -774,6 +774,7 @@ async def _finish_root(
         now_ms=now_ms(),
         retention_ms=30_000,
         expiry_ms=60_000,
+        lease_ms=10_000,
     )
 
 

@@ -34,6 +34,8 @@ __all__ = (
     "IN_PROGRESS_PREFIX",
     "JOB_PREFIX",
     "LUA_PREFIXES",
+    "SETTLE_BUDGET",
+    "SETTLING",
     "NODE_JOB_ID_LUA_PATTERN",
     "NODE_JOB_SEP",
     "NOTIFY_PREFIX",
@@ -204,7 +206,16 @@ RUN_FIELDS: Final = (
     "static",  # hash idx -> what the scripts need, one value: codecs.encode_node_static
     "results",  # hash idx -> JSON result (value, or error data)
     "timing",  # hash "idx:s|f|w|a" -> started ms, finished ms, worker id, attempt
+    "settle",  # list of JSON [node, state, children done]: trigger rules still to apply
 )
+
+SETTLING: Final = "taskflow:settling"
+"""Sorted set of run ids with rules still to apply (``run:{id}:settle``), by the time by
+which the worker applying them should be done; any worker resumes one past that time."""
+
+SETTLE_BUDGET: Final = 100
+"""Children one script call visits at most when a node ends: a 1 -> 10,000 fan is released
+over 100 calls of a few ms each, not one that stalls Redis for 170 ms."""
 
 
 def run(run_id: str, part: str) -> str:
@@ -242,5 +253,6 @@ LUA_PREFIXES: Final = {
     "notify": NOTIFY_PREFIX,
     "wake": WAKE_PREFIX,
     "run": RUN_PREFIX,
+    "settling": SETTLING,
 }
 """Prefixes of the keys and channels a script can only name at run time, by Lua name."""

@@ -49,6 +49,7 @@ class FinishReply(IntEnum):
     APPLIED = 1
     ALREADY_FINISHED = 2  #: a repeated call: the job already ended
     RUN_GONE = 3  #: (graph nodes) the run's state expired or was never there
+    MORE = 4  #: (graph nodes) applied; children are left to settle: call settle_more
 
 
 class AbortReply(IntEnum):
@@ -150,6 +151,7 @@ def _prelude() -> str:
     lines += [f"local P_{n.upper()} = {_lua_string(p)}" for n, p in keys.LUA_PREFIXES.items()]
     lines += [f"local KIND_{k.name} = {_lua_string(k.value)}" for k in FailureKind]
     lines.append(f"local ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}")
+    lines.append(f"local SETTLE_BUDGET = {keys.SETTLE_BUDGET}")
     lines.append(f"local NODE_JOB_ID = {_lua_string(keys.NODE_JOB_ID_LUA_PATTERN)}")
     lines.append(f"local NODE_JOB_SEP = {_lua_string(keys.NODE_JOB_SEP)}")
     lines.append(f"local RUN_KEYS = {len(keys.RUN_FIELDS)}")
@@ -176,6 +178,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "abort": ("job_lib",),
     "finish_node": ("job_lib", "node_lib", "graph_lib"),
     "cancel_run": ("job_lib", "node_lib", "graph_lib"),
+    "settle_more": ("job_lib", "node_lib", "graph_lib"),
 }
 """The shared libraries each script needs, in load order (a library costs every call of a
 script that loads it, so a script loads only what it uses)."""
@@ -222,6 +225,8 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, loading on first use)."""
 
     def __init__(self, redis: ArqRedis) -> None:
+        self.redis = redis
+
         def load(name: str) -> AsyncScript:
             return redis.register_script(lua_source(name))
 
@@ -235,6 +240,7 @@ class Scripts:
         self._renew = load("renew")
         self._node_start = load("node_start")
         self._finish_node = load("finish_node")
+        self._settle_more = load("settle_more")
         self._cancel_run = load("cancel_run")
 
     @staticmethod
@@ -402,9 +408,11 @@ class Scripts:
         score_ms: int = 0,
         retention_ms: int,
         expiry_ms: int,
+        lease_ms: int,
         via: Caller | None = None,
     ) -> FinishReply:
-        """End one attempt of a graph node's job and release or settle its children."""
+        """End one attempt of a graph node's job and release or settle its children
+        (``MORE``: children are left; go on with :meth:`settle_more`)."""
         job_id = keys.node_job_id(run_id, index)
         script_keys = [
             *keys.run_keys(run_id),
@@ -428,8 +436,23 @@ class Scripts:
             run_id,
             retention_ms,
             expiry_ms,
+            lease_ms,
         ]
         return FinishReply(int(await self._call(self._finish_node, script_keys, args, via)))
+
+    async def settle_more(
+        self, run_id: str, now_ms: int, retention_ms: int, expiry_ms: int, lease_ms: int
+    ) -> FinishReply:
+        """Apply the next SETTLE_BUDGET of the trigger rules a finished node left in run
+        ``run_id``: ``APPLIED`` when none are left, ``MORE`` otherwise, ``RUN_GONE``."""
+        script_keys = [*keys.run_keys(run_id), keys.notify(run_id)]
+        args = [run_id, now_ms, retention_ms, expiry_ms, lease_ms]
+        return FinishReply(int(await self._call(self._settle_more, script_keys, args)))
+
+    async def settling(self, now_ms: int, limit: int = 20) -> list[str]:
+        """Runs with rules left to settle whose worker is past due (it may have died)."""
+        ids = await self.redis.zrangebyscore(keys.SETTLING, "-inf", now_ms, start=0, num=limit)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def cancel_run(self, run_id: str, now_ms: int, retention_ms: int) -> int | None:
         """Cancel a run: the number of running nodes signalled, or None if it is unknown."""

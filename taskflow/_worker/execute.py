@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
@@ -180,6 +181,25 @@ def _prepare(
         )
         return payload, task, _failed(_error(FailureKind.JOB_LOST, message))
     return payload, task, None
+
+
+async def settle_run(app: Client, run_id: str, lease: timedelta) -> None:
+    """Apply what a finished node left to settle in ``run_id``, a budget per script call (so
+    Redis serves other clients in between). On a Redis error it stops: the run stays in the
+    settling set, and any worker resumes it once ``lease`` has passed."""
+    settings = app.settings
+    reply = FinishReply.MORE
+    try:
+        while reply is FinishReply.MORE:
+            reply = await app.scripts.settle_more(
+                run_id,
+                now_ms(),
+                int(settings.run_retention.total_seconds() * 1000),
+                int(settings.job_ttl.total_seconds() * 1000),
+                int(lease.total_seconds() * 1000),
+            )
+    except (RedisError, OSError) as exc:
+        logger.warning("run %s: settling its nodes paused (%s); it will be resumed", run_id, exc)
 
 
 def _is_job_lost(outcome: Outcome) -> bool:
@@ -404,6 +424,7 @@ async def _record(
                 score_ms=score,
                 retention_ms=int(settings.run_retention.total_seconds() * 1000),
                 expiry_ms=int(settings.job_ttl.total_seconds() * 1000),
+                lease_ms=int(worker.settings.lease.total_seconds() * 1000),
                 via=worker.batcher,
             )
     else:
@@ -420,9 +441,12 @@ async def _record(
                 via=worker.batcher,
             )
 
-    if await finish_job(worker, claim, call) is FinishReply.CLAIM_LOST:
+    reply = await finish_job(worker, claim, call)
+    if reply is FinishReply.CLAIM_LOST:
         worker.note_stale(outcome)
         await _note_lease_lost(worker, claim, slot.run)
+    elif reply is FinishReply.MORE and node is not None:
+        await settle_run(worker.app, node[0], worker.settings.lease)
 
 
 def _score(outcome: Outcome, finish: int) -> int:

@@ -35,6 +35,7 @@ from .execute import Outcome, Slot, execute
 from .heartbeat import Heartbeat
 from .memory import MemoryPolicyWatch
 from .services import Health, JobObserver, Service, ServiceContext
+from .settler import Settler
 from .waker import Waker
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ __all__ = ("Worker",)
 
 _SKIP_SECONDS = 2.0  # how long a job of a task this worker lacks is left to other workers
 _SKIP_MAX = 200  # job ids passed to one claim call
+# jobs one claim call takes at most: a claim that starts graph nodes costs ~100-200 us each,
+# and no script may hold Redis for long (a worker with more free slots claims again at once)
+_CLAIM_MAX = 50
 
 logger = logging.getLogger("taskflow.worker")
 
@@ -86,6 +90,7 @@ class Worker:
             Heartbeat(),
             AbortWatcher(),
             MemoryPolicyWatch(),
+            Settler(),
         ]
         for service in services:
             self.add_service(service)
@@ -279,9 +284,16 @@ class Worker:
             if free <= 0:
                 await self._sleep(None)
                 continue
+            limit = min(free, _CLAIM_MAX)
             try:
                 claimed = await self.app.scripts.claim(
-                    order, now_ms(), free, self.id, lease_ms, via=self.batcher, skip=self._skip()
+                    order,
+                    now_ms(),
+                    limit,
+                    self.id,
+                    lease_ms,
+                    via=self.batcher,
+                    skip=self._skip(),
                 )
             except CONNECTION_ERRORS as exc:
                 self.health.redis_failed("claiming", exc)
@@ -301,7 +313,7 @@ class Worker:
                     self._start(Slot(claim))
                 else:
                     self._broken_queue(claim)
-            if len(claimed) < free:
+            if len(claimed) < limit:  # the queues are drained: wait for a wake-up or a poll
                 await self._sleep(poll)
 
     def skip_job(self, job_id: str, task: str) -> bool:

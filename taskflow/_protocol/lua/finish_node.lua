@@ -5,9 +5,10 @@
 --       then the job's in-progress, job, retry counter, queue, abort set, failures
 -- ARGV: 1 token, 2 mode (done | retry | requeue), 3 job id, 4 node index,
 --       5 final state (done), 6 node result JSON (done), 7 now ms, 8 score (retry/requeue),
---       9 run id, 10 retention ms, 11 job expiry ms for released children
+--       9 run id, 10 retention ms, 11 job expiry ms for released children, 12 lease ms
 -- Returns scripts.FinishReply: 1 applied, 2 already applied (repeated call), 0 claim lost,
--- 3 run gone.
+-- 3 run gone, 4 applied with children left to settle (the caller goes on with
+-- settle_more.lua; past now + lease, any worker may).
 local J = RUN_KEYS + 1
 local INPROG, JOB, RETRY, JOBQ, ABORT, FAILS = KEYS[J + 1], KEYS[J + 2], KEYS[J + 3],
   KEYS[J + 4], KEYS[J + 5], KEYS[J + 6]
@@ -30,6 +31,8 @@ redis.call('ZREM', ABORT, job_id)
 if redis.call('EXISTS', META) == 0 then return 3 end
 if TERMINAL[redis.call('HGET', STATE, i)] then return 2 end
 set_terminal(i, ARGV[5], ARGV[6], now)
-settle(ARGV[9], i, ARGV[5], now, tonumber(ARGV[11]))
+if not settle(ARGV[9], {{i, ARGV[5], 1}}, now, tonumber(ARGV[11]), tonumber(ARGV[12])) then
+  return 4
+end
 complete_if_done(ARGV[9], now, tonumber(ARGV[10]))
 return 1

@@ -1,9 +1,9 @@
 -- Shared by the scripts that end graph nodes (finish_node.lua, cancel_run.lua), after
 -- lib.lua. Their KEYS start with the run's key family (RUN_KEYS keys), then the run's
 -- notify set (keys.notify(run id)).
-local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING = KEYS[RUN_META],
-  KEYS[RUN_NODES], KEYS[RUN_STATE], KEYS[RUN_PENDING], KEYS[RUN_BAD], KEYS[RUN_SKIP],
-  KEYS[RUN_STATIC], KEYS[RUN_RESULTS], KEYS[RUN_TIMING]
+local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING, SETTLE =
+  KEYS[RUN_META], KEYS[RUN_NODES], KEYS[RUN_STATE], KEYS[RUN_PENDING], KEYS[RUN_BAD],
+  KEYS[RUN_SKIP], KEYS[RUN_STATIC], KEYS[RUN_RESULTS], KEYS[RUN_TIMING], KEYS[RUN_SETTLE]
 local RUN_NOTIFY = KEYS[RUN_KEYS + 1]
 
 local function static(i)
@@ -44,56 +44,81 @@ local function not_run(kind, parent, st)
     message = 'not run: parent ' .. name .. ' ended ' .. st})
 end
 
--- node `first` ended `first_state`: apply every child's trigger rule, transitively
-local function settle(run_id, first, first_state, now, expiry)
+-- apply the trigger rules of the children of the nodes in `work` ({node, state, position}
+-- items: a node that ended, how, and the byte position in its child list to go on from),
+-- transitively, visiting at most SETTLE_BUDGET children; returns the work left (empty when
+-- done). One visit per child per ended parent: the saved position makes a continuation
+-- exact, and resuming costs nothing for the children before it.
+local function settle_work(run_id, work, now, expiry)
   local cancelling = redis.call('HGET', META, 'cancel') == '1'
-  local work = {{first, first_state}}
   local head = 1
+  local visits = 0
   while head <= #work do
-    local i, st = work[head][1], work[head][2]
-    head = head + 1
+    local item = work[head]
+    local i, st, pos = item[1], item[2], tonumber(item[3] or 1)
     local _, _, kids = static(i)
-    if kids ~= '' then
-      for c in string.gmatch(kids, '[^,]+') do
-        if not TERMINAL[redis.call('HGET', STATE, c)] then
-          local pending = redis.call('HINCRBY', PENDING, c, -1)
-          local bad = tonumber(redis.call('HGET', BAD, c) or '0')
-          local skip = tonumber(redis.call('HGET', SKIP, c) or '0')
-          if st == 'failed' or st == 'upstream_failed' or st == 'cancelled' then
-            bad = redis.call('HINCRBY', BAD, c, 1)
-          elseif st == 'skipped' then
-            skip = redis.call('HINCRBY', SKIP, c, 1)
-          end
-          local rule = static(c)
-          local verdict = nil
-          if rule == 'all_success' then
-            -- a failure decides at once; skipped-or-run waits for every parent, since a
-            -- later failure must still win over an earlier skip
-            if bad > 0 then verdict = 'upstream_failed'
-            elseif pending == 0 then
-              if skip > 0 then verdict = 'skipped' else verdict = 'run' end
-            end
-          elseif rule == 'none_failed' then
-            if bad > 0 then verdict = 'skipped'
-            elseif pending == 0 then verdict = 'run' end
+    while true do
+      local from, to = string.find(kids, '[^,]+', pos)
+      if not from then break end
+      if visits >= SETTLE_BUDGET then
+        item[3] = from
+        local rest = {}
+        for w = head, #work do rest[#rest + 1] = work[w] end
+        return rest
+      end
+      local c = string.sub(kids, from, to)
+      pos = to + 1
+      visits = visits + 1
+      if not TERMINAL[redis.call('HGET', STATE, c)] then
+        local pending = redis.call('HINCRBY', PENDING, c, -1)
+        local bad = tonumber(redis.call('HGET', BAD, c) or '0')
+        local skip = tonumber(redis.call('HGET', SKIP, c) or '0')
+        if st == 'failed' or st == 'upstream_failed' or st == 'cancelled' then
+          bad = redis.call('HINCRBY', BAD, c, 1)
+        elseif st == 'skipped' then
+          skip = redis.call('HINCRBY', SKIP, c, 1)
+        end
+        local rule = static(c)
+        local verdict = nil
+        if rule == 'all_success' then
+          -- a failure decides at once; skipped-or-run waits for every parent, since a
+          -- later failure must still win over an earlier skip
+          if bad > 0 then verdict = 'upstream_failed'
           elseif pending == 0 then
-            if rule == 'all_done' then verdict = 'run'
-            elseif bad > 0 then verdict = 'run'
-            else verdict = 'skipped' end
+            if skip > 0 then verdict = 'skipped' else verdict = 'run' end
           end
-          if verdict == 'run' and cancelling then verdict = 'cancelled' end
-          if verdict == 'run' then
-            release(run_id, c, now, expiry)
-          elseif verdict then
-            local kind = (verdict == 'skipped') and KIND_SKIPPED or
-              ((verdict == 'cancelled') and KIND_CANCELLED or KIND_UPSTREAM_FAILED)
-            set_terminal(c, verdict, not_run(kind, i, st), now)
-            work[#work + 1] = {c, verdict}
-          end
+        elseif rule == 'none_failed' then
+          if bad > 0 then verdict = 'skipped'
+          elseif pending == 0 then verdict = 'run' end
+        elseif pending == 0 then
+          if rule == 'all_done' then verdict = 'run'
+          elseif bad > 0 then verdict = 'run'
+          else verdict = 'skipped' end
+        end
+        if verdict == 'run' and cancelling then verdict = 'cancelled' end
+        if verdict == 'run' then
+          release(run_id, c, now, expiry)
+        elseif verdict then
+          local kind = (verdict == 'skipped') and KIND_SKIPPED or
+            ((verdict == 'cancelled') and KIND_CANCELLED or KIND_UPSTREAM_FAILED)
+          set_terminal(c, verdict, not_run(kind, i, st), now)
+          work[#work + 1] = {c, verdict, 1}
         end
       end
     end
+    head = head + 1
   end
+  return {}
+end
+
+-- settle `work` within the budget; what is left goes to the run's settle list and the run to
+-- the settling set (due by now + lease, when any worker may resume it). True when done.
+local function settle(run_id, work, now, expiry, lease)
+  local rest = settle_work(run_id, work, now, expiry)
+  if #rest == 0 then return true end
+  for _, item in ipairs(rest) do redis.call('RPUSH', SETTLE, cjson.encode(item)) end
+  redis.call('ZADD', P_SETTLING, now + lease, run_id)
+  return false
 end
 
 -- when every node has ended: the run's final status, the retention clock starts, and the

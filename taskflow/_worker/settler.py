@@ -1,0 +1,53 @@
+"""The settler service: finishes what a dead worker left of a wide release.
+
+A node with many children releases them over several script calls (``SETTLE_BUDGET`` each;
+see ``lua/settle_more.lua``). The worker that finished the node makes those calls; should it
+die in between, the run stays in the settling set past its due time, and this service, in
+every worker, picks it up and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskStatus
+from redis.exceptions import RedisError
+
+from .._clock import now_ms
+from ..connection import CONNECTION_ERRORS
+from .execute import settle_run
+
+if TYPE_CHECKING:
+    from .services import ServiceContext
+
+__all__ = ("Settler",)
+
+logger = logging.getLogger("taskflow.worker")
+
+
+class Settler:
+    """Resumes runs whose release was left half-way, every half lease."""
+
+    name = "settler"
+
+    async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        interval = ctx.settings.lease.total_seconds() / 2
+        while True:
+            await anyio.sleep(interval)
+            await self.sweep(ctx)
+
+    async def sweep(self, ctx: ServiceContext) -> None:
+        try:
+            due = await ctx.scripts.settling(now_ms())
+        except CONNECTION_ERRORS as exc:
+            ctx.health.redis_failed("looking for runs left half-released", exc)
+            return
+        except RedisError as exc:
+            logger.error("looking for runs left half-released failed: %s", exc)
+            return
+        for run_id in due:
+            logger.info("run %s: resuming the release its worker left half-way", run_id)
+            await settle_run(ctx.client, run_id, ctx.settings.lease)
