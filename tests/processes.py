@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Self
@@ -20,6 +24,7 @@ import anyio
 from redis.asyncio import Redis
 
 import taskflow
+from taskflow.connection import EmbeddedRedis
 from tests.apps.shared import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +46,40 @@ def network_without_redis() -> bool:
         return False
     probe = [*WITHOUT_REDIS, sys.executable, "-c", "pass"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server(*options: str) -> Iterator[int]:
+    """A real private redis-server on a free loopback port, with ``options`` (such as
+    ``--requirepass x``), no persistence; yields its port and stops it after."""
+    binary = EmbeddedRedis.binary() or shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("no redis-server binary: install 'taskflow-redis[embedded]'")
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="taskflow-test-redis-")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+    argv += ["--appendonly", "no", *options]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {' '.join(options)} did not start")
+            time.sleep(0.02)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(

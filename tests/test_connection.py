@@ -7,11 +7,6 @@ A second real ``redis-server`` with ``requirepass`` runs on a free loopback port
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,44 +18,18 @@ import taskflow
 from taskflow.config import Settings
 from taskflow.connection import EmbeddedRedis, open_redis
 from taskflow.integrations.fastapi import lifespan
+from tests.processes import free_port, redis_server
 
 pytestmark = pytest.mark.asyncio
 
 PASSWORD = "s3cret-pa55"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def secured() -> Iterator[int]:
     """The port of a real redis-server that requires a password and has 16 databases."""
-    binary = EmbeddedRedis.binary() or shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("no redis-server binary: install 'taskflow-redis[embedded]'")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="taskflow-test-auth-")
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", PASSWORD]
-    argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not listening(port):
-            assert time.monotonic() < deadline, "redis-server with requirepass did not start"
-            time.sleep(0.02)
+    with redis_server("--requirepass", PASSWORD) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

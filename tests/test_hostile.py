@@ -5,10 +5,6 @@ is waited out and reported, not a crash."""
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,9 +19,9 @@ import taskflow
 from taskflow._protocol import keys
 from taskflow._protocol.scripts import FinishReply
 from taskflow._worker.memory import MemoryPolicyWatch
-from taskflow.connection import EmbeddedRedis
 from tests.apps.shared import fast_worker
 from tests.helpers import reply, until
+from tests.processes import redis_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -151,36 +147,13 @@ async def test_a_job_no_worker_can_run_fails_once_the_window_has_passed(
 # -- a Redis at maxmemory ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(params=["noeviction"])
 def small_redis(request: pytest.FixtureRequest) -> Iterator[str]:
     """A real redis-server with 4 MB of memory and, by default, noeviction: full writes are
     refused (parametrize indirectly with another maxmemory-policy)."""
     policy = str(request.param)
-    binary = EmbeddedRedis.binary() or shutil.which("redis-server")
-    assert binary is not None, "no redis-server binary"
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="taskflow-test-oom-")
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-    argv += ["--appendonly", "no", "--maxmemory", "4mb", "--maxmemory-policy", policy]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
+    with redis_server("--maxmemory", "4mb", "--maxmemory-policy", policy) as port:
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def fill(redis: Redis) -> None:
