@@ -224,6 +224,11 @@ class WorkerSettings(BaseModel):
     reconnect_backoff_cap: _Positive = Field(
         timedelta(seconds=5), description="Longest wait between reconnection attempts."
     )
+    refuse_evicting_redis: bool = Field(
+        False,
+        description="Refuse to start on a Redis whose maxmemory-policy may evict keys (jobs "
+        "and results would vanish silently); otherwise it is a warning.",
+    )
     unknown_task_window: _NotNegative = Field(
         timedelta(minutes=10),
         description="How long a job whose task this worker does not register is put back "

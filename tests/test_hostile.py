@@ -337,3 +337,16 @@ async def test_a_release_left_half_way_by_a_dead_worker_is_resumed_by_another(
             results = await run.wait(timeout=30)
     assert sorted(v for k, v in results.items() if k != "root") == list(range(width))
     assert await redis.zscore(keys.SETTLING, run.run_id) is None
+
+
+@pytest.mark.parametrize("small_redis", ["allkeys-lru"], indirect=True)
+async def test_a_strict_worker_refuses_to_start_on_an_evicting_redis(small_redis: str) -> None:
+    strict = fast_worker(refuse_evicting_redis=True)
+    settings = taskflow.Settings(redis_url=small_redis, embedded="never", worker=strict)
+    app = taskflow.TaskFlow(settings=settings, name="strict-test")
+    with pytest.raises(
+        taskflow.ConfigurationError,
+        match="maxmemory-policy is allkeys-lru: .* set maxmemory-policy noeviction",
+    ):
+        async with app, app.worker(queues=["strict-test"]):
+            pytest.fail("the worker started")

@@ -2,7 +2,8 @@
 
 At start, and then every ``INTERVAL`` seconds, the worker reads ``INFO memory`` and
 ``INFO stats``. A ``maxmemory-policy`` that may evict keys (anything but ``noeviction``, with
-``maxmemory`` set) is a warning naming the setting to change; keys evicted since the last
+``maxmemory`` set) is a warning naming the setting to change, or with
+``WorkerSettings.refuse_evicting_redis`` a refusal to start; keys evicted since the last
 look are a warning with their count. ``INFO`` is used rather than ``CONFIG GET``, which
 managed Redis services often disable.
 """
@@ -17,6 +18,7 @@ from anyio.abc import TaskStatus
 from redis.exceptions import RedisError
 
 from ..connection import CONNECTION_ERRORS
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .services import ServiceContext
@@ -47,10 +49,17 @@ class MemoryPolicyWatch:
         self.policy: str | None = None  #: the evicting policy, once seen
 
     async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
+        await self.look(ctx)
+        if self.policy is not None and ctx.settings.refuse_evicting_redis:
+            raise ConfigurationError(
+                f"Redis maxmemory-policy is {self.policy}: it may delete jobs and results "
+                "when memory is full; set maxmemory-policy noeviction (or run with "
+                "WorkerSettings.refuse_evicting_redis=False to only warn)"
+            )
         task_status.started()
         while True:
-            await self.look(ctx)
             await anyio.sleep(self.interval)
+            await self.look(ctx)
 
     async def look(self, ctx: ServiceContext) -> None:
         try:
