@@ -29,7 +29,6 @@ from .errors import (
     LifecycleError,
     PayloadError,
     UnknownTask,
-    redis_errors,
 )
 from .graph import Graph
 from .runs import RunHandle
@@ -358,7 +357,6 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    @redis_errors
     async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
         """Enqueue a registered task by name, as :meth:`Task.enqueue` does.
 
@@ -366,7 +364,6 @@ class Client:
         """
         return await self.get_task(task_name).enqueue(*args, **kwargs)
 
-    @redis_errors
     async def enqueue_task(
         self,
         task: Task[Any, Any],
@@ -385,7 +382,6 @@ class Client:
         [enqueued] = await self.scripts.enqueue(queue, expiry, [(job_id, payload, score)])
         return JobHandle(self, job_id, task.name, queue, enqueued=enqueued)
 
-    @redis_errors
     async def enqueue_calls(
         self,
         task: Task[Any, Any],
@@ -442,7 +438,6 @@ class Client:
         """A handle on an existing job, e.g. one enqueued by another process."""
         return JobHandle(self, job_id, task, queue or self.settings.default_queue)
 
-    @redis_errors
     async def abort_job(self, job_id: str, task: str, queue: str) -> int:
         now = now_ms()
         record = JobResult(

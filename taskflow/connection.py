@@ -41,7 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._protocol.codecs import arq_deserializer, arq_serializer
 from .config import Settings
-from .errors import RedisRefused, RedisUnavailable
+from .errors import RedisOutOfMemory, RedisReadOnly, RedisRefused, RedisUnavailable
 
 __all__ = ("CONNECTION_ERRORS", "Connection", "EmbeddedRedis", "open_redis", "redact")
 
@@ -54,6 +54,10 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     OutOfMemoryError,
     ReadOnlyError,
+    # the same conditions as taskflow's public calls raise them (errors.from_redis)
+    RedisUnavailable,
+    RedisOutOfMemory,
+    RedisReadOnly,
 )
 """Errors that mean "Redis cannot serve this right now" (unreachable, out of memory under
 ``noeviction``, a replica during a failover): retry later, never give up the worker."""

@@ -268,7 +268,6 @@ class BoundTask(Generic[P, R]):
         handles = await self.task.app.enqueue_calls(self.task, pairs, self.options)
         return cast("list[JobHandle[R]]", handles)
 
-    @redis_errors
     async def map(self: _BoundOneArgument[X, R], values: Iterable[X]) -> list[JobHandle[R]]:
         """Enqueue one job per value, the task's single positional argument; see
         :meth:`Task.map`."""

@@ -241,6 +241,8 @@ async def test_worker_fails_unknown_task(
         job_id,
         orjson.dumps({"t": None, "f": "no_such_task", "a": [], "k": {}, "et": 0}),
     )
+    # due long ago: past the unknown-task window, so it fails instead of waiting
+    await redis.zadd(keys.queue(queue_name), {job_id: 1})
     async with app, app.worker():
         with pytest.raises(taskflow.TaskFailed) as info:
             await app.job(job_id).result(timeout=RESULT_TIMEOUT)

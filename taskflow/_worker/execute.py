@@ -129,7 +129,7 @@ async def execute(worker: Runner, slot: Slot) -> None:
     task: Task[Any, Any] | None = None
     try:
         payload, task, outcome = _prepare(worker, claim)
-        if outcome is not None and outcome.value is not None and _is_job_lost(outcome):
+        if outcome is not None and _is_job_lost(outcome):
             outcome = await _lease_lost(worker, claim, outcome)
         if outcome is None:
             assert payload is not None and task is not None
@@ -245,7 +245,9 @@ def _unknown_task(worker: Runner, claim: Claimed, payload: JobPayload) -> Outcom
     """Put the job back for a worker that has its task (a rolling deploy), keeping its due
     time, until ``unknown_task_window`` has passed since then; after that it fails."""
     window = worker.settings.unknown_task_window.total_seconds()
-    waited = max(0, now_ms() - min(claim.score, payload.enqueue_ms)) / 1000
+    # the claim's score is when the job was due: its enqueue time, its deferral, or (put
+    # back by this rule) the same due time again
+    waited = max(0, now_ms() - claim.score) / 1000
     if waited < window:
         if worker.skip_job(claim.job_id, payload.task):
             logger.warning(

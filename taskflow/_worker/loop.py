@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from .._clock import now_ms
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
-from ..errors import ConfigurationError, LifecycleError, sole_exception, unwrapped
+from ..errors import ConfigurationError, LifecycleError, unwrapped
 from .abort import AbortWatcher
 from .batcher import Batcher
 from .execute import Outcome, Slot, execute
@@ -234,17 +234,10 @@ class Worker:
         self.stop()
         assert self._outer is not None
         try:
-            try:
+            # the body's own error comes out as itself (``except ArgumentError`` matches), a
+            # service's lone error likewise; two errors at once stay a group
+            with unwrapped():
                 await self._outer.__aexit__(exc_type, exc, tb)
-            except BaseExceptionGroup as group:
-                # the body's own error comes out as itself (``except ArgumentError`` matches);
-                # a service's lone error likewise; two errors at once stay a group
-                leaf = sole_exception(group)
-                if leaf is None:
-                    raise
-                if leaf is not exc:
-                    raise leaf from leaf.__cause__
-                # returning lets Python re-raise the body's exception, traceback intact
         finally:
             if self._owns_app:
                 self._owns_app = False

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from anyio.abc import TaskStatus
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
+from ..errors import RedisOutOfMemory, RedisReadOnly
+
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
 
@@ -140,12 +142,12 @@ class Health:
 
 
 def _trouble(exc: BaseException) -> str:
-    if isinstance(exc, OutOfMemoryError):
+    if isinstance(exc, OutOfMemoryError | RedisOutOfMemory):
         return (
             "Redis is out of memory and refuses writes (maxmemory reached under noeviction: "
             "raise maxmemory or free memory)"
         )
-    if isinstance(exc, ReadOnlyError):
+    if isinstance(exc, ReadOnlyError | RedisReadOnly):
         return "Redis is a read-only replica (during a failover, or a wrong URL)"
     return "Redis unreachable"
 

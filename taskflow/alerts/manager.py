@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._clock import ms_to_datetime, now_ms
 from .._protocol.scripts import AckReply, AlertAction
 from ..connection import CONNECTION_ERRORS
-from ..errors import AlertNotFound, ConfigurationError, RedisFailed, redis_errors
+from ..errors import AlertNotFound, ConfigurationError, redis_errors
 from .channels import AlertEvent, Channel
 from .rules import AlertRule, ConditionResult, load_rules, render_message
 from .sources import Measurer
@@ -159,10 +159,6 @@ class AlertManager:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-# a rule that cannot be measured because Redis cannot serve now: an outage, not a bad rule
-_UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisFailed)
-
-
 class AlertEvaluator:
     """Worker sibling: evaluates every enabled rule each ``WorkerSettings.alert_interval``."""
 
@@ -190,7 +186,7 @@ class AlertEvaluator:
         for rule in rules:
             try:
                 await self._step(rule, measurer)
-            except _UNAVAILABLE as exc:
+            except CONNECTION_ERRORS as exc:
                 health.redis_failed("evaluating alerts", exc)
                 return
             except Exception:
