@@ -95,15 +95,7 @@ def parse_duration(value: object) -> timedelta:
     raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
 
 
-def _duration_input(value: object) -> object:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        # a pydantic ValueError keeps the message, with the field's location added
-        raise ValueError(str(exc)) from None
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration_input)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 """A timedelta field that accepts everything :func:`parse_duration` does."""
 
 
@@ -124,8 +116,8 @@ def _not_negative(value: timedelta, info: ValidationInfo) -> timedelta:
 
 
 # durations a negative (or zero) value would make meaningless: refused, naming field and value
-_Positive = Annotated[timedelta, BeforeValidator(_duration_input), AfterValidator(_positive)]
-_NotNegative = Annotated[timedelta, BeforeValidator(_duration_input), AfterValidator(_not_negative)]
+_Positive = Annotated[Duration, AfterValidator(_positive)]
+_NotNegative = Annotated[Duration, AfterValidator(_not_negative)]
 
 
 class Backoff(BaseModel):

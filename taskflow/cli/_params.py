@@ -7,7 +7,7 @@ message naming the value, so they also serve callers outside click.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -19,6 +19,8 @@ DURATION_EXAMPLES = "30 (seconds), 500ms, 30s, 15m, 2h, 1d, 1w, 1h30m or PT30S"
 """What a duration option accepts, in the words of its error message."""
 
 _TIME_EXAMPLE = "2024-05-01T12:00:00Z"
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     _ParamType = click.ParamType  # generic in its value type since click 8.4
@@ -95,50 +97,49 @@ class Duration(_ParamType[timedelta]):
         return duration
 
 
-class Since(_ParamType[timedelta | datetime]):
+class _Parsed(_ParamType[T]):
+    """A parameter read by a parser that raises ValueError naming the value; a value that is
+    already of the parsed type (a default) passes through."""
+
+    parsed: tuple[type, ...] = ()
+
+    @staticmethod
+    def parse(text: str, /) -> T:
+        raise NotImplementedError
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> T:
+        if self.parsed and isinstance(value, self.parsed):
+            return cast("T", value)
+        try:
+            return self.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Since(_Parsed[timedelta | datetime]):
     """The start of a window: a duration back from its end, or an ISO 8601 time."""
 
     name = "duration or time"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta | datetime:
-        if isinstance(value, timedelta | datetime):
-            return value
-        try:
-            return parse_since(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    parsed = (timedelta, datetime)
+    parse = staticmethod(parse_since)
 
 
-class Time(_ParamType[datetime]):
+class Time(_Parsed[datetime]):
     """An ISO 8601 time; UTC when it names no zone."""
 
     name = "time"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    parsed = (datetime,)
+    parse = staticmethod(parse_time)
 
 
-class Target(_ParamType[str]):
+def _target(text: str) -> str:
+    split_target(text)
+    return text
+
+
+class Target(_Parsed[str]):
     """``module:attribute`` naming a TaskFlow app; only its form is checked here (the module
     is imported by the command, after logging is set up)."""
 
     name = "module:attribute"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> str:
-        text = str(value)
-        try:
-            split_target(text)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        return text
+    parse = staticmethod(_target)
