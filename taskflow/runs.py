@@ -6,6 +6,8 @@ per finished node stores its result, sets its state and releases or settles its 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import orjson
+from redis.exceptions import RedisError
 
 from ._clock import ms_to_datetime, now_ms
 from ._dag import Node, NodeState, RunState, encode_template, node_refs, resolve_template
@@ -23,11 +26,11 @@ from ._protocol.codecs import (
     encode_node_spec,
     encode_node_static,
 )
-from ._protocol.scripts import Caller, NodeStart, NodeVerdict
+from ._protocol.scripts import Caller, FinishReply, NodeStart, NodeVerdict
 from .errors import GraphFailed, ResultTimeout, RunNotFound, redis_errors
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from ._client import Client
     from .graph import Graph
@@ -38,9 +41,15 @@ __all__ = (
     "RunHandle",
     "RunStatus",
     "node_arguments",
+    "settle_run",
     "start_node",
     "submit_graph",
 )
+
+logger = logging.getLogger("taskflow.graph")
+
+_READ_CHUNK = 1000
+"""Fields per command when a client reads a big run (status, a wide join's parents)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +135,23 @@ async def start_node(
     passed as ``None``.
     """
     start = await app.scripts.node_start(run_id, index, worker_id, now_ms(), attempt, via)
-    return node_arguments(start)
+    return await node_arguments(app, run_id, start)
 
 
-def node_arguments(start: NodeStart) -> NodeArguments:
-    """A node's call arguments from its start (by the claim script, or node_start.lua)."""
+async def node_arguments(app: Client, run_id: str, start: NodeStart) -> NodeArguments:
+    """A node's call arguments from its start (by the claim script, or node_start.lua).
+
+    A wide join's parents come separately (``start.fetch``), ``_READ_CHUNK`` per command:
+    they have all ended, so reading them in several commands sees what one would.
+    """
     if start.verdict is not NodeVerdict.RUN:
         return NodeArguments(start.verdict)
     spec = orjson.loads(start.spec)
+    parents = start.parents
+    if start.fetch:
+        parents = await _parent_results(app, run_id, spec["data"])
     results: dict[int, Any] = {}
-    for parent, state, raw in start.parents:
+    for parent, state, raw in parents:
         succeeded = state == b"succeeded" and raw is not None
         results[parent] = orjson.loads(raw) if succeeded and raw is not None else None
     return NodeArguments(
@@ -145,48 +161,105 @@ def node_arguments(start: NodeStart) -> NodeArguments:
     )
 
 
+async def _parent_results(
+    app: Client, run_id: str, parents: list[int]
+) -> tuple[tuple[int, bytes | None, bytes | None], ...]:
+    out: list[tuple[int, bytes | None, bytes | None]] = []
+    for start in range(0, len(parents), _READ_CHUNK):
+        chunk = parents[start : start + _READ_CHUNK]
+        async with app.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.run(run_id, "state"), chunk)
+            pipe.hmget(keys.run(run_id, "results"), chunk)
+            states, results = await pipe.execute()
+        out += zip(chunk, states, results, strict=True)
+    return tuple(out)
+
+
 async def submit_graph(graph: Graph) -> RunHandle:
-    """Persist the whole graph and enqueue its roots in one MULTI/EXEC: all or nothing."""
+    """Persist the graph and release its roots.
+
+    The run's hashes are written ``keys.SUBMIT_CHUNK`` fields per command; then one script
+    writes its meta (the run exists from then on, complete) and releases its roots a budget
+    per call, resumed by any worker should this process die in between. A failure before
+    the meta is written leaves no run: what was written is deleted (or expires).
+    """
     graph.validate()
     app = graph.app
     settings = app.settings
     run_id = uuid.uuid4().hex
     now = now_ms()
-    expiry = int(settings.job_ttl.total_seconds() * 1000)
-    hashes, roots = _run_hashes(graph, run_id, now)
-    max_age = int(settings.run_max_age.total_seconds() * 1000)
-    roots_by_queue: dict[str, list[tuple[str, bytes, int]]] = {}
-    for queue, job_id, payload in roots:
-        roots_by_queue.setdefault(queue, []).append((job_id, payload, now))
-    async with app.redis.pipeline(transaction=True) as pipe:
-        for part, mapping in hashes.items():
-            if mapping:
-                pipe.hset(keys.run(run_id, part), mapping=mapping)
-        # roots go through the enqueue script (its SCRIPT LOAD happens before MULTI), a few
-        # thousand per call, so wide graphs do not cost two commands per root
-        for queue, jobs in roots_by_queue.items():
-            for start in range(0, len(jobs), 1000):
-                await app.scripts.enqueue(queue, expiry, jobs[start : start + 1000], pipe=pipe)
-        for key in keys.run_keys(run_id):
-            pipe.pexpire(key, max_age)
-        await pipe.execute()
+    hashes, meta = _run_hashes(graph, run_id, now)
+    max_age = _ms(settings.run_max_age)
+    try:
+        async with app.redis.pipeline(transaction=False) as pipe:
+            for part, mapping in hashes.items():
+                items = list(mapping.items())
+                for start in range(0, len(items), keys.SUBMIT_CHUNK):
+                    pipe.hset(
+                        keys.run(run_id, part),
+                        mapping=dict(items[start : start + keys.SUBMIT_CHUNK]),
+                    )
+                if items:
+                    pipe.pexpire(keys.run(run_id, part), max_age)
+            await pipe.execute()
+        reply = await app.scripts.submit_run(
+            run_id,
+            meta,
+            total=len(graph.nodes),
+            now_ms=now,
+            expiry_ms=_ms(settings.job_ttl),
+            lease_ms=_ms(settings.worker.lease),
+            max_age_ms=max_age,
+        )
+        if reply is None:
+            raise RuntimeError(f"graph run {run_id}: its hashes were not all written")
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await app.redis.delete(*keys.run_keys(run_id))
+        raise
+    if reply is FinishReply.MORE:
+        await settle_run(app, run_id, settings.worker.lease)
     return RunHandle(app, run_id, graph)
+
+
+async def settle_run(app: Client, run_id: str, lease: timedelta) -> None:
+    """Go on with what ``run_id`` has left half-way (roots or children to release, nodes to
+    cancel), a budget per script call, so Redis serves other clients in between. On a Redis
+    error it stops: the run stays in the settling set, and any worker resumes it once
+    ``lease`` has passed."""
+    settings = app.settings
+    reply = FinishReply.MORE
+    try:
+        while reply is FinishReply.MORE:
+            reply = await app.scripts.settle_more(
+                run_id,
+                now_ms(),
+                _ms(settings.run_retention),
+                _ms(settings.job_ttl),
+                _ms(lease),
+            )
+    except (RedisError, OSError) as exc:
+        logger.warning("run %s: settling its nodes paused (%s); it will be resumed", run_id, exc)
+
+
+def _ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
 
 
 def _run_hashes(
     graph: Graph, run_id: str, now: int
-) -> tuple[dict[str, dict[Any, Any]], list[tuple[str, str, bytes]]]:
-    """The run's hashes, field by field (see :data:`keys.RUN_FIELDS`), and its roots as
-    ``(queue, job id, payload)``."""
+) -> tuple[dict[str, dict[Any, Any]], dict[str, Any]]:
+    """The run's hashes but its meta, field by field (see :data:`keys.RUN_FIELDS`), and its
+    meta."""
     settings = graph.app.settings
     limit = settings.max_payload_bytes
     children: dict[int, list[int]] = {}
     for node in graph.nodes:
         for parent in node.parents:
             children.setdefault(parent.index, []).append(node.index)
-    hashes: dict[str, dict[Any, Any]] = {part: {} for part in keys.RUN_FIELDS}
+    hashes: dict[str, dict[Any, Any]] = {part: {} for part in keys.RUN_FIELDS if part != "meta"}
     nodes, state, pending, static = (hashes[p] for p in ("nodes", "state", "pending", "static"))
-    roots: list[tuple[str, str, bytes]] = []
+    roots: list[int] = []
     for node in graph.nodes:
         i = node.index
         nodes[i] = _spec(node, limit)
@@ -198,17 +271,17 @@ def _run_hashes(
             [p.index for p in node.data_parents],
             job,
         )
-        if node.parents:
-            state[i] = NodeState.PENDING.value
-            pending[i] = len(node.parents)
-        else:
-            state[i] = NodeState.QUEUED.value
-            roots.append((node.queue, keys.node_job_id(run_id, i), job))
+        state[i] = NodeState.PENDING.value
+        # a root waits for ROOTS, the virtual node whose release of its children is theirs
+        pending[i] = len(node.parents) or 1
+        if not node.parents:
+            roots.append(i)
+    static[keys.ROOTS] = encode_node_static("", "", roots, [], b"")
     # hashes the scripts fill later exist from the start, with the run's expiry: a write to
     # a field keeps a key's TTL, so no script has to set one (see _PLACEHOLDER)
     for part in ("bad", "skip", "results", "timing"):
         hashes[part][_PLACEHOLDER] = b""
-    hashes["meta"] = {
+    meta = {
         "graph": graph.name,
         "status": RunState.RUNNING.value,
         "total": len(graph.nodes),
@@ -216,9 +289,9 @@ def _run_hashes(
         "failed": 0,
         "cancelled": 0,
         "created_ms": now,
-        "retention_ms": int(settings.run_retention.total_seconds() * 1000),
+        "retention_ms": _ms(settings.run_retention),
     }
-    return hashes, roots
+    return hashes, meta
 
 
 class RunHandle:
@@ -229,6 +302,7 @@ class RunHandle:
         self.run_id = run_id
         self._graph = graph
         self._last: RunStatus | None = None
+        self._specs: dict[bytes, bytes] | None = None
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -237,29 +311,44 @@ class RunHandle:
     async def status(self) -> RunStatus:
         """Every node's state, attempts, timestamps and worker; errors of failed nodes.
 
+        A big run is read ``_READ_CHUNK`` fields per command (pipelined), so no single read
+        holds Redis up; the nodes' specs, which never change, are read once per handle.
+
         :raises RunNotFound: the run was never submitted, or its state expired.
         """
-        redis = self.app.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            for part in ("meta", "nodes", "state", "timing"):
-                pipe.hgetall(keys.run(self.run_id, part))
-            meta, nodes, states, timing = await pipe.execute()
+        meta = await cast(
+            "Awaitable[dict[bytes, bytes]]", self.app.redis.hgetall(keys.run(self.run_id, "meta"))
+        )
         if not meta:
             raise RunNotFound(self.run_id)
-        errors = await self._errors(states)
-        status = _build_status(self.run_id, meta, nodes, states, timing, errors)
+        indexes = [str(i) for i in range(int(meta[b"total"]))]
+        if self._specs is None:
+            self._specs = await self._fields("nodes", indexes)
+        states = await self._fields("state", indexes)
+        timing = await self._fields(
+            "timing", [f"{i}:{part}" for i in indexes for part in ("s", "f", "w", "a")]
+        )
+        bad = [i.decode() for i, s in states.items() if s.decode() in _NOT_SUCCEEDED]
+        errors = {int(i): orjson.loads(r) for i, r in (await self._fields("results", bad)).items()}
+        status = _build_status(self.run_id, meta, self._specs, states, timing, errors)
         self._last = status
         return status
 
-    async def _errors(self, states: dict[bytes, bytes]) -> dict[int, dict[str, Any]]:
-        bad = [int(i) for i, s in states.items() if s.decode() in _NOT_SUCCEEDED]
-        if not bad:
+    async def _fields(self, part: str, fields: list[Any]) -> dict[bytes, bytes]:
+        """The fields of one of the run's hashes that are set, ``_READ_CHUNK`` per HMGET."""
+        if not fields:
             return {}
-        raw = await cast(
-            "Awaitable[list[bytes | None]]",
-            self.app.redis.hmget(keys.run(self.run_id, "results"), bad),
-        )
-        return {i: orjson.loads(r) for i, r in zip(bad, raw, strict=True) if r is not None}
+        key = keys.run(self.run_id, part)
+        async with self.app.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(fields), _READ_CHUNK):
+                pipe.hmget(key, fields[start : start + _READ_CHUNK])
+            chunks = await pipe.execute()
+        values = (value for chunk in chunks for value in chunk)
+        return {
+            str(name).encode(): value
+            for name, value in zip(fields, values, strict=True)
+            if value is not None
+        }
 
     @redis_errors
     async def wait(
@@ -298,17 +387,13 @@ class RunHandle:
 
     async def _outcome(self) -> dict[str, Any]:
         status = await self.status()
-        raw = await cast(
-            "Awaitable[dict[bytes, bytes]]",
-            self.app.redis.hgetall(keys.run(self.run_id, "results")),
-        )
-        by_index = {n.index: n for n in status.nodes.values()}
-        results = {
-            by_index[int(i)].name: orjson.loads(r)
-            for i, r in raw.items()
-            if i != _PLACEHOLDER
-            if by_index[int(i)].state is NodeState.SUCCEEDED
+        succeeded = {
+            str(n.index).encode(): n.name
+            for n in status.nodes.values()
+            if n.state is NodeState.SUCCEEDED
         }
+        raw = await self._fields("results", [i.decode() for i in succeeded])
+        results = {succeeded[i]: orjson.loads(r) for i, r in raw.items()}
         failed = {
             n.name: n.error or {"type": "?", "message": n.state.value}
             for n in status.nodes.values()
@@ -325,10 +410,14 @@ class RunHandle:
 
         Waits up to ``timeout`` seconds for running nodes to stop; returns the status.
         """
-        retention = int(self.app.settings.run_retention.total_seconds() * 1000)
-        signalled = await self.app.scripts.cancel_run(self.run_id, now_ms(), retention)
-        if signalled is None:
-            raise RunNotFound(self.run_id)
+        settings = self.app.settings
+        retention, lease = _ms(settings.run_retention), _ms(settings.worker.lease)
+        more = True
+        while more:  # CANCEL_BUDGET nodes per call; nothing starts after the first
+            reply = await self.app.scripts.cancel_run(self.run_id, now_ms(), retention, lease)
+            if reply is None:
+                raise RunNotFound(self.run_id)
+            _, more = reply
         with anyio.move_on_after(timeout):
             while True:
                 status = await self.status()

@@ -175,7 +175,7 @@ async def test_replies_are_enums(make_app: type[taskflow.TaskFlow], queue_name: 
         assert missing is AbortReply.NOT_FOUND
         start = await scripts.node_start(uuid.uuid4().hex, 0, "w", 0, 1)
         assert start.verdict is NodeVerdict.GONE
-        assert await scripts.cancel_run(uuid.uuid4().hex, 0, 1000) is None
+        assert await scripts.cancel_run(uuid.uuid4().hex, 0, 1000, 1000) is None
         verdict, rule = await scripts.alert_ack(app.keys, uuid.uuid4().hex, "ada", "", 0, 10)
         assert (verdict, rule) == (AckReply.UNKNOWN, "")
         await app.redis.zrem(keys.ABORT, handle.job_id)

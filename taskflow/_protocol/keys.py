@@ -34,8 +34,12 @@ __all__ = (
     "IN_PROGRESS_PREFIX",
     "JOB_PREFIX",
     "LUA_PREFIXES",
+    "CANCEL_BUDGET",
+    "INLINE_PARENTS",
+    "ROOTS",
     "SETTLE_BUDGET",
     "SETTLING",
+    "SUBMIT_CHUNK",
     "NODE_JOB_ID_LUA_PATTERN",
     "NODE_JOB_SEP",
     "NOTIFY_PREFIX",
@@ -216,6 +220,23 @@ which the worker applying them should be done; any worker resumes one past that 
 SETTLE_BUDGET: Final = 100
 """Children one script call visits at most when a node ends: a 1 -> 10,000 fan is released
 over 100 calls of a few ms each, not one that stalls Redis for 170 ms."""
+
+CANCEL_BUDGET: Final = 250
+"""Nodes one call of cancel_run.lua (or its continuation) visits: cancelling a 50,000-node
+run is 200 calls of a few ms, not one of 900 ms."""
+
+INLINE_PARENTS: Final = 32
+"""A node start returns its data parents' results with it up to this many; a node with more
+(a wide join) reads them itself in chunks, so its start stays one short call."""
+
+SUBMIT_CHUNK: Final = 1000
+"""Fields per command when a graph is written at submission (a 50,000-node graph is written
+in many short commands, none of which holds Redis for long)."""
+
+ROOTS: Final = "r"
+"""The field of a run's static hash listing its roots as the children of a virtual node
+that succeeded at submission: roots are released by the same budgeted, resumable settling
+as any node's children."""
 
 
 def run(run_id: str, part: str) -> str:

@@ -103,12 +103,16 @@ class NodeStart:
     verdict: NodeVerdict
     spec: bytes = b""
     parents: tuple[tuple[int, bytes | None, bytes | None], ...] = ()  #: index, state, result
+    #: more than keys.INLINE_PARENTS data parents: read their states and results separately
+    fetch: bool = False
 
     @classmethod
     def parse(cls, reply: list[Any]) -> NodeStart:
         verdict = NodeVerdict(reply[0].decode())
         if verdict is not NodeVerdict.RUN:
             return cls(verdict)
+        if len(reply) == 3 and reply[2] == b"fetch":
+            return cls(verdict, reply[1], fetch=True)
         parents = tuple(
             (int(reply[j]), reply[j + 1], reply[j + 2]) for j in range(2, len(reply), 3)
         )
@@ -152,6 +156,9 @@ def _prelude() -> str:
     lines += [f"local KIND_{k.name} = {_lua_string(k.value)}" for k in FailureKind]
     lines.append(f"local ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}")
     lines.append(f"local SETTLE_BUDGET = {keys.SETTLE_BUDGET}")
+    lines.append(f"local CANCEL_BUDGET = {keys.CANCEL_BUDGET}")
+    lines.append(f"local INLINE_PARENTS = {keys.INLINE_PARENTS}")
+    lines.append(f"local ROOTS = {_lua_string(keys.ROOTS)}")
     lines.append(f"local NODE_JOB_ID = {_lua_string(keys.NODE_JOB_ID_LUA_PATTERN)}")
     lines.append(f"local NODE_JOB_SEP = {_lua_string(keys.NODE_JOB_SEP)}")
     lines.append(f"local RUN_KEYS = {len(keys.RUN_FIELDS)}")
@@ -178,6 +185,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "abort": ("job_lib",),
     "finish_node": ("job_lib", "node_lib", "graph_lib"),
     "cancel_run": ("job_lib", "node_lib", "graph_lib"),
+    "submit_run": ("job_lib", "node_lib", "graph_lib"),
     "settle_more": ("job_lib", "node_lib", "graph_lib"),
 }
 """The shared libraries each script needs, in load order (a library costs every call of a
@@ -242,6 +250,7 @@ class Scripts:
         self._finish_node = load("finish_node")
         self._settle_more = load("settle_more")
         self._cancel_run = load("cancel_run")
+        self._submit_run = load("submit_run")
 
     @staticmethod
     async def _call(
@@ -440,29 +449,53 @@ class Scripts:
         ]
         return FinishReply(int(await self._call(self._finish_node, script_keys, args, via)))
 
+    async def submit_run(
+        self,
+        run_id: str,
+        meta: dict[str, Any],
+        *,
+        total: int,
+        now_ms: int,
+        expiry_ms: int,
+        lease_ms: int,
+        max_age_ms: int,
+    ) -> FinishReply | None:
+        """Open a run whose other hashes are written: ``APPLIED``, ``MORE`` (roots are left
+        to release: go on with :meth:`settle_more`), or None: refused, since a hash is
+        incomplete or the run exists already."""
+        script_keys = [*keys.run_keys(run_id), keys.notify(run_id)]
+        args: list[Any] = [run_id, now_ms, expiry_ms, lease_ms, max_age_ms, total]
+        for field_name, value in meta.items():
+            args += [field_name, value]
+        reply = int(await self._call(self._submit_run, script_keys, args))
+        return FinishReply(reply) if reply else None
+
     async def settle_more(
         self, run_id: str, now_ms: int, retention_ms: int, expiry_ms: int, lease_ms: int
     ) -> FinishReply:
-        """Apply the next SETTLE_BUDGET of the trigger rules a finished node left in run
-        ``run_id``: ``APPLIED`` when none are left, ``MORE`` otherwise, ``RUN_GONE``."""
-        script_keys = [*keys.run_keys(run_id), keys.notify(run_id)]
+        """Go on with what run ``run_id`` has left half-way, a budget per call: trigger rules
+        to apply (children or roots to release), then nodes a cancel has to visit.
+        ``APPLIED`` when nothing is left, ``MORE`` otherwise, ``RUN_GONE``."""
+        script_keys = [*keys.run_keys(run_id), keys.notify(run_id), keys.ABORT]
         args = [run_id, now_ms, retention_ms, expiry_ms, lease_ms]
         return FinishReply(int(await self._call(self._settle_more, script_keys, args)))
 
     async def settling(self, now_ms: int, limit: int = 20) -> list[str]:
-        """Runs with rules left to settle whose worker is past due (it may have died)."""
+        """Runs with work left half-way whose worker is past due (it may have died)."""
         ids = await self.redis.zrangebyscore(keys.SETTLING, "-inf", now_ms, start=0, num=limit)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
-    async def cancel_run(self, run_id: str, now_ms: int, retention_ms: int) -> int | None:
-        """Cancel a run: the number of running nodes signalled, or None if it is unknown."""
-        reply = int(
-            await self._cancel_run(
-                keys=[*keys.run_keys(run_id), keys.notify(run_id), keys.ABORT],
-                args=[run_id, now_ms, retention_ms],
-            )
+    async def cancel_run(
+        self, run_id: str, now_ms: int, retention_ms: int, lease_ms: int
+    ) -> tuple[int, bool] | None:
+        """Cancel a run, or go on cancelling it: the running nodes this call signalled and
+        whether nodes are left to visit (call again), or None if the run is unknown."""
+        signalled, more = await self._call(
+            self._cancel_run,
+            [*keys.run_keys(run_id), keys.notify(run_id), keys.ABORT],
+            [run_id, now_ms, retention_ms, lease_ms],
         )
-        return None if reply < 0 else reply
+        return None if int(signalled) < 0 else (int(signalled), bool(int(more)))
 
     # -- metrics and alerts ---------------------------------------------------------------
 

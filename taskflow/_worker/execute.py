@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
@@ -35,7 +34,7 @@ from .._protocol.scripts import Claimed, FinishReply, NodeVerdict, claim_token
 from .._retry import decide, lost_attempts
 from ..connection import CONNECTION_ERRORS
 from ..errors import ArgumentError, FailureKind, PayloadTooLarge, Retry, SerializationError
-from ..runs import node_arguments, start_node
+from ..runs import node_arguments, settle_run, start_node
 from ..task import JobContext, Task, _current
 from .meter import JobSample, Metered, rss_bytes
 
@@ -183,25 +182,6 @@ def _prepare(
     return payload, task, None
 
 
-async def settle_run(app: Client, run_id: str, lease: timedelta) -> None:
-    """Apply what a finished node left to settle in ``run_id``, a budget per script call (so
-    Redis serves other clients in between). On a Redis error it stops: the run stays in the
-    settling set, and any worker resumes it once ``lease`` has passed."""
-    settings = app.settings
-    reply = FinishReply.MORE
-    try:
-        while reply is FinishReply.MORE:
-            reply = await app.scripts.settle_more(
-                run_id,
-                now_ms(),
-                int(settings.run_retention.total_seconds() * 1000),
-                int(settings.job_ttl.total_seconds() * 1000),
-                int(lease.total_seconds() * 1000),
-            )
-    except (RedisError, OSError) as exc:
-        logger.warning("run %s: settling its nodes paused (%s); it will be resumed", run_id, exc)
-
-
 def _is_job_lost(outcome: Outcome) -> bool:
     return isinstance(outcome.value, dict) and outcome.value.get("type") == FailureKind.JOB_LOST
 
@@ -275,7 +255,7 @@ async def _arguments(
     if payload.graph is not None:
         run_id, index = payload.graph
         if claim.node_start is not None:  # the claim script started the node already
-            start = node_arguments(claim.node_start)
+            start = await node_arguments(worker.app, run_id, claim.node_start)
         else:
             start = await start_node(
                 worker.app, run_id, index, worker.id, claim.attempt, via=worker.batcher

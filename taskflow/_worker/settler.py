@@ -1,9 +1,10 @@
-"""The settler service: finishes what a dead worker left of a wide release.
+"""The settler service: finishes what a dead worker or client left half-way in a run.
 
 A node with many children releases them over several script calls (``SETTLE_BUDGET`` each;
-see ``lua/settle_more.lua``). The worker that finished the node makes those calls; should it
-die in between, the run stays in the settling set past its due time, and this service, in
-every worker, picks it up and goes on.
+see ``lua/settle_more.lua``), as a submission releases the roots and a cancel visits the
+nodes (``CANCEL_BUDGET`` each). The process that began makes those calls; should it die in
+between, the run stays in the settling set past its due time, and this service, in every
+worker, picks it up and goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 
 from .._clock import now_ms
 from ..connection import CONNECTION_ERRORS
-from .execute import settle_run
+from ..runs import settle_run
 
 if TYPE_CHECKING:
     from .services import ServiceContext
@@ -28,7 +29,7 @@ logger = logging.getLogger("taskflow.worker")
 
 
 class Settler:
-    """Resumes runs whose release was left half-way, every half lease."""
+    """Resumes runs left half-way (a release or a cancel), every half lease."""
 
     name = "settler"
 
@@ -49,5 +50,5 @@ class Settler:
             logger.error("looking for runs left half-released failed: %s", exc)
             return
         for run_id in due:
-            logger.info("run %s: resuming the release its worker left half-way", run_id)
+            logger.info("run %s: resuming what its worker or client left half-way", run_id)
             await settle_run(ctx.client, run_id, ctx.settings.lease)

@@ -1,34 +1,25 @@
--- Cancel a run: nothing starts after this returns. Pending and queued nodes end cancelled
--- here; running ones are flagged in arq's abort set for their workers. The nodes' job keys
--- are built from the prefixes in P (their ids come from the run).
+-- Cancel a run: nothing starts after the first call returns (node starts refuse a run with
+-- meta.cancel set). The nodes are then visited CANCEL_BUDGET per call (graph_lib.lua's
+-- cancel_some): the caller repeats the call while it answers "more"; should the caller die
+-- in between, the run waits in the settling set and any worker goes on (settle_more.lua).
 -- KEYS: 1..RUN_KEYS the run's keys, RUN_KEYS+1 the run's notify set, RUN_KEYS+2 arq's
 --       abort set
--- ARGV: 1 run id, 2 now ms, 3 retention ms
--- Returns the number of running nodes signalled, or -1 if the run is unknown.
-if redis.call('EXISTS', META) == 0 then return -1 end
-if redis.call('HGET', META, 'status') ~= 'running' then return 0 end
-redis.call('HSET', META, 'cancel', '1')
-local ABORT = KEYS[RUN_KEYS + 2]
+-- ARGV: 1 run id, 2 now ms, 3 retention ms, 4 lease ms
+-- Returns {running nodes signalled by this call, 1 if nodes are left to visit else 0}, or
+-- {-1, 0} if the run is unknown.
+if redis.call('EXISTS', META) == 0 then return {-1, 0} end
+if redis.call('HGET', META, 'status') ~= 'running' then return {0, 0} end
 local run_id, now = ARGV[1], tonumber(ARGV[2])
-local total = tonumber(redis.call('HGET', META, 'total'))
-local signalled = 0
-local cancelled = cjson.encode({type = KIND_CANCELLED, message = 'run cancelled',
-  traceback = ''})
-for i = 0, total - 1 do
-  local st = redis.call('HGET', STATE, i)
-  if not TERMINAL[st] then
-    local job_id = node_job_id(run_id, i)
-    if redis.call('EXISTS', P_IN_PROGRESS .. job_id) == 1 then
-      redis.call('ZADD', ABORT, now, job_id)
-      signalled = signalled + 1
-    else
-      -- a queued job, or one whose worker died (lease lapsed), leaves its queue here
-      local _, queue = static(i)
-      redis.call('ZREM', queue, job_id)
-      redis.call('DEL', P_JOB .. job_id, P_RETRY .. job_id, P_FAILURES .. job_id)
-      set_terminal(i, 'cancelled', cancelled, now)
-    end
-  end
+if redis.call('HGET', META, 'cancel') ~= '1' then
+  redis.call('HSET', META, 'cancel', '1', 'cancel_at', 0)
+elseif not redis.call('HGET', META, 'cancel_at') then
+  return {0, 0}  -- cancelled before: every node has been visited
 end
+local signalled, done = cancel_some(run_id, now, KEYS[RUN_KEYS + 2])
+if not done then
+  redis.call('ZADD', P_SETTLING, now + tonumber(ARGV[4]), run_id)
+  return {signalled, 1}
+end
+if redis.call('LLEN', SETTLE) == 0 then redis.call('ZREM', P_SETTLING, run_id) end
 complete_if_done(run_id, now, tonumber(ARGV[3]))
-return signalled
+return {signalled, 0}

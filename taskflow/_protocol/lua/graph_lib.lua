@@ -39,6 +39,9 @@ local function release(run_id, i, now, expiry)
 end
 
 local function not_run(kind, parent, st)
+  if parent == ROOTS then
+    return cjson.encode({type = kind, traceback = '', message = 'run cancelled'})
+  end
   local name = cjson.decode(redis.call('HGET', NODES, parent))['name']
   return cjson.encode({type = kind, traceback = '',
     message = 'not run: parent ' .. name .. ' ended ' .. st})
@@ -48,7 +51,8 @@ end
 -- items: a node that ended, how, and the byte position in its child list to go on from),
 -- transitively, visiting at most SETTLE_BUDGET children; returns the work left (empty when
 -- done). One visit per child per ended parent: the saved position makes a continuation
--- exact, and resuming costs nothing for the children before it.
+-- exact, and resuming costs nothing for the children before it. The roots are the children
+-- of ROOTS, a virtual node that succeeded at submission; they run whatever their trigger.
 local function settle_work(run_id, work, now, expiry)
   local cancelling = redis.call('HGET', META, 'cancel') == '1'
   local head = 1
@@ -80,7 +84,9 @@ local function settle_work(run_id, work, now, expiry)
         end
         local rule = static(c)
         local verdict = nil
-        if rule == 'all_success' then
+        if i == ROOTS then
+          verdict = 'run'
+        elseif rule == 'all_success' then
           -- a failure decides at once; skipped-or-run waits for every parent, since a
           -- later failure must still win over an earlier skip
           if bad > 0 then verdict = 'upstream_failed'
@@ -117,6 +123,8 @@ local function settle(run_id, work, now, expiry, lease)
   local rest = settle_work(run_id, work, now, expiry)
   if #rest == 0 then return true end
   for _, item in ipairs(rest) do redis.call('RPUSH', SETTLE, cjson.encode(item)) end
+  local ttl = redis.call('PTTL', META)
+  if ttl > 0 then redis.call('PEXPIRE', SETTLE, ttl) end
   redis.call('ZADD', P_SETTLING, now + lease, run_id)
   return false
 end
@@ -133,6 +141,45 @@ local function complete_if_done(run_id, now, retention)
   if meta[5] == '1' then final = 'cancelled'
   elseif tonumber(meta[4] or '0') > 0 then final = 'failed' end
   redis.call('HSET', META, 'status', final, 'finished_ms', now)
+  -- every node has ended: what was left to settle or to cancel would find nothing to do
+  redis.call('HDEL', META, 'cancel_at')
+  redis.call('DEL', SETTLE)
+  redis.call('ZREM', P_SETTLING, run_id)
   for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention) end
   notify_waiters(RUN_NOTIFY, 'i' .. run_id)
+end
+
+-- cancel the run's nodes from index meta.cancel_at on, at most CANCEL_BUDGET of them:
+-- pending and queued nodes end cancelled, running ones are flagged in arq's abort set
+-- (`abort`) for their workers. Returns the running nodes signalled and whether every node
+-- has been visited (else meta.cancel_at says where the next call goes on).
+local function cancel_some(run_id, now, abort)
+  local at = tonumber(redis.call('HGET', META, 'cancel_at') or '0')
+  local total = tonumber(redis.call('HGET', META, 'total'))
+  local last = math.min(at + CANCEL_BUDGET, total) - 1
+  local signalled = 0
+  local cancelled = cjson.encode({type = KIND_CANCELLED, message = 'run cancelled',
+    traceback = ''})
+  for i = at, last do
+    local st = redis.call('HGET', STATE, i)
+    if not TERMINAL[st] then
+      local job_id = node_job_id(run_id, i)
+      if redis.call('EXISTS', P_IN_PROGRESS .. job_id) == 1 then
+        redis.call('ZADD', abort, now, job_id)
+        signalled = signalled + 1
+      else
+        -- a queued job, or one whose worker died (lease lapsed), leaves its queue here
+        local _, queue = static(i)
+        redis.call('ZREM', queue, job_id)
+        redis.call('DEL', P_JOB .. job_id, P_RETRY .. job_id, P_FAILURES .. job_id)
+        set_terminal(i, 'cancelled', cancelled, now)
+      end
+    end
+  end
+  if last + 1 >= total then
+    redis.call('HDEL', META, 'cancel_at')
+    return signalled, true
+  end
+  redis.call('HSET', META, 'cancel_at', last + 1)
+  return signalled, false
 end

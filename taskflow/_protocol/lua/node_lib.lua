@@ -18,7 +18,9 @@ end
 -- Start node i of the run whose keys are R: refuse if the run is cancelled or gone, else
 -- mark it running and return its spec and its data parents' results:
 -- {'run', spec, parent index, parent state, parent result, ...}, {'cancelled'}, {'gone'}
--- or {'ended', state} (see scripts.NodeVerdict).
+-- or {'ended', state} (see scripts.NodeVerdict). A node with more than INLINE_PARENTS data
+-- parents gets {'run', spec, 'fetch'}: its worker reads them in chunks (they have all
+-- ended, so they no longer change), and this call stays short.
 local function node_start(R, i, worker, now, attempt)
   if redis.call('EXISTS', R[RUN_META]) == 0 then return {'gone'} end
   if redis.call('HGET', R[RUN_META], 'cancel') == '1' then return {'cancelled'} end
@@ -29,6 +31,11 @@ local function node_start(R, i, worker, now, attempt)
   local out = {'run', redis.call('HGET', R[RUN_NODES], i)}
   local _, _, _, parents = parse_static(redis.call('HGET', R[RUN_STATIC], i))
   if parents ~= '' then
+    local _, commas = string.gsub(parents, ',', '')
+    if commas >= INLINE_PARENTS then
+      out[3] = 'fetch'
+      return out
+    end
     for p in string.gmatch(parents, '[^,]+') do
       out[#out + 1] = p
       out[#out + 1] = redis.call('HGET', R[RUN_STATE], p)
