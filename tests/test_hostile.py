@@ -19,6 +19,9 @@ import taskflow
 from taskflow._protocol import keys
 from taskflow._protocol.scripts import FinishReply
 from taskflow._worker.memory import MemoryPolicyWatch
+from taskflow.alerts import presets
+from taskflow.alerts.sources import Measurer
+from taskflow.cli.worker import _check
 from tests.apps.shared import fast_worker
 from tests.helpers import reply, until
 from tests.processes import redis_server
@@ -147,6 +150,36 @@ async def test_a_job_no_worker_can_run_fails_once_the_window_has_passed(
 # -- a Redis at maxmemory ---------------------------------------------------------------------
 
 
+async def test_shared_keys_of_the_wrong_type_are_reported_and_the_worker_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with redis_server() as port:  # arq's abort set is shared: plant it on a private server
+        url = f"redis://127.0.0.1:{port}/0"
+        settings = taskflow.Settings(redis_url=url, embedded="never", worker=fast_worker())
+        app = taskflow.TaskFlow(settings=settings, name="planted")
+
+        @app.task
+        async def nap() -> str:
+            await anyio.sleep(0.5)  # running while the abort watcher looks
+            return "rested"
+
+        raw = Redis.from_url(url)
+        await raw.set(keys.ABORT, "not a sorted set")
+        await raw.set(app.keys.workers, "not a sorted set")
+        caplog.set_level(logging.ERROR, logger="taskflow.worker")
+        try:
+            async with app, app.worker(queues=["default"]):
+                assert await (await nap.enqueue()).result(timeout=RESULT_TIMEOUT) == "rested"
+                assert await (await nap.enqueue()).result(timeout=RESULT_TIMEOUT) == "rested"
+        finally:
+            await raw.aclose()
+    refused = [r.getMessage() for r in caplog.records if "Redis refused" in r.getMessage()]
+    assert any(m.startswith("Redis refused the heartbeat") for m in refused), refused
+    assert any(m.startswith("Redis refused reading the abort set") for m in refused), refused
+    assert all("WRONGTYPE" in m for m in refused)
+    assert len(refused) == 2  # once a minute each, not once per look
+
+
 @pytest.fixture(params=["noeviction"])
 def small_redis(request: pytest.FixtureRequest) -> Iterator[str]:
     """A real redis-server with 4 MB of memory and, by default, noeviction: full writes are
@@ -160,6 +193,7 @@ async def fill(redis: Redis) -> None:
     """Put Redis over its maxmemory: 1.5 MB of data, then maxmemory set 512 KB below what it
     uses, so that every write is refused (used memory wobbles by a few bytes; this margin
     does not) until the data is deleted."""
+    await redis.config_set("maxmemory", 0)  # room for the data, should it be full already
     for i in range(24):
         await redis.set(f"filler:{i}", b"x" * 65536)
     used = int((await redis.info("memory"))["used_memory"])
@@ -169,7 +203,10 @@ async def fill(redis: Redis) -> None:
 
 
 async def test_a_worker_started_on_a_full_redis_waits_reports_and_resumes(
-    small_redis: str, queue_name: str, caplog: pytest.LogCaptureFixture
+    small_redis: str,
+    queue_name: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = taskflow.Settings(
         redis_url=small_redis,
@@ -199,18 +236,39 @@ async def test_a_worker_started_on_a_full_redis_waits_reports_and_resumes(
 
                 await until(reported, timeout=10)
                 assert not worker.health.redis_reachable
+                # the operator's view: Redis refuses writes (exit 1); the worker could not
+                # register, since that is a write too
+                checker = taskflow.TaskFlow(settings=settings, name="oom-test")
+                assert await _check(checker, [queue_name]) == 1
+                shown = capsys.readouterr().out
+                assert "OUT OF MEMORY" in shown and "raise maxmemory or free memory" in shown
+                assert f"{queue_name}: 0 live worker(s)" in shown
                 fillers = [key async for key in raw.scan_iter(match="filler:*", count=1000)]
                 await raw.delete(*fillers)  # memory freed: the worker resumes by itself
                 assert await job.result(timeout=RESULT_TIMEOUT) == "pong"
                 with anyio.fail_after(RESULT_TIMEOUT):
                     assert await (await ping.enqueue()).result() == "pong"
+                # full again: the registered worker stays listed past its lease (a full
+                # Redis still extends a key's life), and the check says why nothing moves
+
+                async def registered() -> bool:
+                    return len(await taskflow.live_workers(raw, "oom-test")) == 1
+
+                await until(registered, timeout=RESULT_TIMEOUT)
+                await fill(raw)
+                await anyio.sleep(worker.settings.lease.total_seconds() + 0.5)
+                assert await _check(checker, [queue_name]) == 1
+                shown = capsys.readouterr().out
+                assert "OUT OF MEMORY" in shown and f"{queue_name}: 1 live worker(s) ok" in shown
+                fillers = [key async for key in raw.scan_iter(match="filler:*", count=1000)]
+                await raw.delete(*fillers)
     finally:
         await raw.aclose()
 
 
 @pytest.mark.parametrize("small_redis", ["allkeys-lru"], indirect=True)
 async def test_an_evicting_redis_is_named_and_its_evictions_counted(
-    small_redis: str, caplog: pytest.LogCaptureFixture
+    small_redis: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = taskflow.Settings(redis_url=small_redis, embedded="never", worker=fast_worker())
     app = taskflow.TaskFlow(settings=settings, name="evict-test")
@@ -231,10 +289,21 @@ async def test_an_evicting_redis_is_named_and_its_evictions_counted(
                 return "keys in the last" in caplog.text
 
             await until(counted, timeout=RESULT_TIMEOUT)
+            # the alert condition (the preset's) holds, from the workers' readings
+            rule = presets.redis_evicting(window=timedelta(minutes=1))
+            condition = rule.conditions[0]
+            evicted = await Measurer(app).value(condition)
+            assert evicted is not None and condition.holds(evicted), evicted
+            assert evicted >= 100  # most of the 200 fillers
+            await anyio.sleep(1)  # a heartbeat writes back the worker's evicted record
+            checker = taskflow.TaskFlow(settings=settings, name="evict-test")
+            assert await _check(checker, ["evict-test"]) == 0  # a warning, not a failure
     finally:
         await raw.aclose()
     line = next(r.getMessage() for r in caplog.records if "keys in the last" in r.getMessage())
     assert line.startswith("Redis evicted ") and "set maxmemory-policy noeviction" in line
+    shown = capsys.readouterr().out
+    assert "maxmemory-policy allkeys-lru may delete jobs and results" in shown
 
 
 # -- a body that blocks the event loop past its lease ------------------------------------------

@@ -159,6 +159,7 @@ class AppKeys:
         "alert_ids",
         "alert_state_prefix",
         "app",
+        "evictions",
         "prefix",
         "system_stream",
         "workers",
@@ -180,6 +181,8 @@ class AppKeys:
         self.alert_ids = self.prefix + "alerts:ids"
         """Hash alert id -> rule name."""
         self.alert_state_prefix = self.prefix + "alert:state:"
+        self.evictions = self.prefix + "redis:evicted"
+        """Sorted set ``<ms>:<worker id>:<keys evicted since its last look>`` -> when (ms)."""
 
     def __repr__(self) -> str:
         return f"AppKeys({self.app!r})"
@@ -221,9 +224,9 @@ SETTLE_BUDGET: Final = 100
 """Children one script call visits at most when a node ends: a 1 -> 10,000 fan is released
 over 100 calls of a few ms each, not one that stalls Redis for 170 ms."""
 
-CANCEL_BUDGET: Final = 250
+CANCEL_BUDGET: Final = 150
 """Nodes one call of cancel_run.lua (or its continuation) visits: cancelling a 50,000-node
-run is 200 calls of a few ms, not one of 900 ms."""
+run is 334 calls of a few ms, not one of 900 ms."""
 
 INLINE_PARENTS: Final = 32
 """A node start returns its data parents' results with it up to this many; a node with more

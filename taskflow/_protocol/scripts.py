@@ -366,8 +366,8 @@ class Scripts:
         self, job_id: str, queue: str, cancelled: bytes, result_ttl_ms: int, now_ms: int
     ) -> AbortReply:
         """Cancel a queued job, or flag a running one for its worker."""
-        reply = await self._abort(
-            keys=_job_keys(job_id, queue), args=[job_id, cancelled, result_ttl_ms, now_ms]
+        reply = await self._call(
+            self._abort, _job_keys(job_id, queue), [job_id, cancelled, result_ttl_ms, now_ms]
         )
         return AbortReply(int(reply))
 
@@ -383,7 +383,7 @@ class Scripts:
         for job_id, queue, token in jobs:
             pairs += [keys.in_progress(job_id), keys.queue(queue)]
             args += [job_id, token]
-        lost = await self._renew(keys=pairs, args=args)
+        lost = await self._call(self._renew, pairs, args)
         return [jobs[int(i) - 1][0] for i in lost]
 
     # -- graph runs -----------------------------------------------------------------------
@@ -504,15 +504,15 @@ class Scripts:
         args: list[Any] = []
         for ttl, ops in buckets.values():
             args += [ttl, len(ops) // 3, *ops]
-        await self._metrics_flush(keys=list(buckets), args=args)
+        await self._call(self._metrics_flush, list(buckets), args)
 
     async def alert_step(
         self, app: keys.AppKeys, rule: str, args: list[Any]
     ) -> tuple[AlertAction, str, str]:
         """One evaluation of one of ``app``'s rules (ARGV as ``lua/alert_step.lua`` lists,
         rule name 7th); ``(action, alert id, started ms)``."""
-        reply = await self._alert_step(
-            keys=[app.alert_state(rule), app.alert_history, app.alert_ids], args=args
+        reply = await self._call(
+            self._alert_step, [app.alert_state(rule), app.alert_history, app.alert_ids], args
         )
         action, alert_id, started = (part.decode() for part in reply)
         return AlertAction(action), alert_id, started
@@ -521,9 +521,10 @@ class Scripts:
         self, app: keys.AppKeys, alert_id: str, by: str, note: str, now_ms: int, history_max: int
     ) -> tuple[AckReply, str]:
         """Acknowledge one of ``app``'s firing alerts: ``(OK, rule)`` or ``(reason, "")``."""
-        reply = await self._alert_ack(
-            keys=[app.alert_ids, app.alert_history],
-            args=[alert_id, by, note, now_ms, history_max, app.alert_state_prefix],
+        reply = await self._call(
+            self._alert_ack,
+            [app.alert_ids, app.alert_history],
+            [alert_id, by, note, now_ms, history_max, app.alert_state_prefix],
         )
         status, detail = (part.decode() for part in reply)
         if status == "ok":

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import RedisError
 
 from .._clock import now_ms
 from .._protocol import keys
@@ -42,6 +43,9 @@ class AbortWatcher:
             flagged = await ctx.redis.zrangebyscore(keys.ABORT, now_ms() - 60_000, "+inf")
         except CONNECTION_ERRORS as exc:
             ctx.health.redis_failed("looking for aborted jobs", exc)
+            return
+        except RedisError as exc:
+            ctx.health.redis_refused("reading the abort set", exc)
             return
         for raw in flagged:
             job_id = raw.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING
 import anyio
 import orjson
 from anyio.abc import TaskStatus
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from .._clock import now_ms
 from .._protocol.scripts import claim_token
 from ..connection import CONNECTION_ERRORS
+from ..errors import RedisOutOfMemory
 
 if TYPE_CHECKING:
     from .services import ServiceContext
@@ -78,6 +81,14 @@ class Heartbeat:
             lost = await ctx.scripts.renew(renewing, lease_ms, now_ms())
         except CONNECTION_ERRORS as exc:
             ctx.health.redis_failed("renewing the heartbeat", exc)
+            if isinstance(exc, OutOfMemoryError | RedisOutOfMemory):
+                # a full Redis still extends a key's life: the worker stays listed as live
+                # (taskflow check) while it waits for writes to be accepted again
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await ctx.redis.pexpire(ctx.keys.worker(ctx.worker_id), lease_ms)
+            return
+        except RedisError as exc:
+            ctx.health.redis_refused("the heartbeat", exc)
             return
         ctx.health.redis_ok()
         for job_id in lost:

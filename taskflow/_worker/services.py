@@ -11,6 +11,8 @@ finished attempt. Neither needs a base class.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -106,6 +108,7 @@ class Health:
     def __init__(self, backoff_cap: float) -> None:
         self.backoff_cap = backoff_cap
         self._outage = False
+        self._refusals: dict[str, float] = {}  # what was refused -> when it was last logged
         #: the longest the event loop was seen blocked (seconds, measured by the heartbeat)
         self.loop_stall = 0.0
 
@@ -133,6 +136,14 @@ class Health:
             )
         else:
             logger.debug("%s still, while %s: %s", what, doing, exc)
+
+    def redis_refused(self, doing: str, exc: BaseException) -> None:
+        """Redis answered ``doing`` with an error that retrying will not cure (a key of the
+        wrong type, say): an ERROR once a minute per ``doing``; the worker goes on."""
+        now = time.monotonic()
+        if now - self._refusals.get(doing, -math.inf) >= 60:
+            self._refusals[doing] = now
+            logger.error("Redis refused %s (the worker goes on without it): %s", doing, exc)
 
     def redis_ok(self) -> None:
         """Note that Redis answered."""

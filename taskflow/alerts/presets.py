@@ -8,7 +8,7 @@ from typing import Any
 
 from .rules import AlertRule, Condition, Severity
 
-__all__ = ("failure_rate", "no_live_worker", "oldest_job_age")
+__all__ = ("failure_rate", "no_live_worker", "oldest_job_age", "redis_evicting")
 
 
 def _preset(
@@ -92,6 +92,28 @@ def no_live_worker(
         Condition(metric="live_workers", queue=queue, op="<", threshold=1),
         "{rule}: no live worker serves {queue}",
         for_=for_,
+        severity=severity,
+        channels=channels,
+        cooldown=cooldown,
+    )
+
+
+def redis_evicting(
+    *,
+    window: timedelta = timedelta(minutes=5),
+    severity: Severity | str = Severity.CRITICAL,
+    channels: Sequence[Any] = (),
+    name: str | None = None,
+    cooldown: timedelta = timedelta(minutes=15),
+) -> AlertRule:
+    """Redis evicted keys within ``window``: under an evicting ``maxmemory-policy`` it
+    deletes jobs and results when memory is full, and nobody is told otherwise."""
+    return _preset(
+        name or "redis-evicting",
+        Condition(metric="redis_evicted_keys", op=">", threshold=0, window=window),
+        "{rule}: Redis evicted {value} keys in the last window (jobs and results may be "
+        "lost); set maxmemory-policy noeviction or raise maxmemory",
+        for_=timedelta(0),
         severity=severity,
         channels=channels,
         cooldown=cooldown,

@@ -59,9 +59,12 @@ METRICS: Mapping[str, str] = {
     "system_cpu": "highest host CPU % reported by any worker in the window",
     "system_memory": "highest host memory % reported by any worker in the window",
     "loop_lag": "worst event-loop lag in seconds reported by any worker in the window",
+    "redis_evicted_keys": "keys Redis evicted in the window (maxmemory under an evicting "
+    "policy: jobs and results among them), as workers read Redis's counter each minute",
 }
 _QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
 _SYSTEM_METRICS = {"system_cpu", "system_memory", "loop_lag"}
+_SERVER_METRICS = {"redis_evicted_keys"}
 
 
 def _channels(value: Any) -> tuple[Any, ...]:
@@ -130,10 +133,13 @@ class Condition(BaseModel):
     def _needs_queue(self) -> Self:
         if self.metric in _QUEUE_METRICS and not self.queue:
             raise ValueError(f"metric {self.metric!r} needs queue=")
-        if self.task and self.metric in _QUEUE_METRICS | {"live_workers"} | _SYSTEM_METRICS:
+        no_task = _QUEUE_METRICS | {"live_workers"} | _SYSTEM_METRICS | _SERVER_METRICS
+        if self.task and self.metric in no_task:
             raise ValueError(f"metric {self.metric!r} does not take task=")
         if self.queue and self.metric in _SYSTEM_METRICS:
             raise ValueError(f"metric {self.metric!r} is host-wide: it does not take queue=")
+        if self.queue and self.metric in _SERVER_METRICS:
+            raise ValueError(f"metric {self.metric!r} is Redis-wide: it does not take queue=")
         return self
 
     def holds(self, value: float | None) -> bool:

@@ -46,6 +46,8 @@ class Measurer:
             return float(sum(1 for w in workers if c.queue is None or c.queue in w.queues))
         if metric in ("system_cpu", "system_memory", "loop_lag"):
             return await self._system(metric, c)
+        if metric == "redis_evicted_keys":
+            return await self._evicted(c)
         summary = await Metrics(self.app).summary(task=c.task, queue=c.queue, since=c.window)
         if metric == "failure_rate":
             return summary.failure_rate if summary.count else None
@@ -59,6 +61,18 @@ class Measurer:
         }[metric]
         value: float | None = getattr(summary.run, quantile)
         return value
+
+    async def _evicted(self, c: Condition) -> float:
+        """Keys Redis evicted in the window, as the worker that saw the most noted them
+        (every worker watches the same counter; none noting any is 0)."""
+        now = now_ms()
+        start = now - int(c.window.total_seconds() * 1000)
+        notes = await self.app.redis.zrangebyscore(self.app.keys.evictions, start, now)
+        seen: dict[str, int] = {}
+        for note in notes:
+            _, worker, count = note.decode().rsplit(":", 2)
+            seen[worker] = seen.get(worker, 0) + int(count)
+        return float(max(seen.values(), default=0))
 
     async def _system(self, metric: str, c: Condition) -> float | None:
         samples = await Metrics(self.app).system(since=c.window)

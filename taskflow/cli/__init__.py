@@ -220,7 +220,8 @@ def cli() -> None:
     \b
     Exit status:
       0  success
-      1  check found a queue with no live worker, or alerts ack was refused
+      1  check found Redis refusing writes or a queue with no live worker, or alerts
+         ack was refused
       2  bad usage or configuration (bad option, bad APP, no Redis)
 
     Run "taskflow COMMAND --help" for a command's options and examples.

@@ -9,11 +9,14 @@ from typing import Any, TypeVar
 
 import anyio
 import click
+from redis.exceptions import RedisError
 
 from .._registry import live_workers
 from .._worker import Service
+from .._worker.memory import redis_state
 from ..app import TaskFlow
 from ..config import WorkerSettings, build
+from ..connection import redact
 from . import CONTEXT, app_argument, log_level_option, open_app
 from ._params import Duration
 
@@ -143,8 +146,16 @@ def worker(
 async def _check(app: TaskFlow, queues: list[str]) -> int:
     async with app:
         workers = await live_workers(app.redis, app.keys)
-    served = {q for w in workers for q in w.queues}
+        try:
+            server = await redis_state(app.redis)
+        except RedisError as exc:  # INFO disabled (some managed services): nothing to say
+            server = None
+            click.echo(f"redis {redact(app.settings.redis_url)}: state unknown ({exc})")
     status = 0
+    if server is not None:
+        click.echo(f"redis {redact(app.settings.redis_url)}: {server.describe()}")
+        status = 0 if server.healthy else 1
+    served = {q for w in workers for q in w.queues}
     for queue in queues:
         count = sum(queue in w.queues for w in workers)
         mark = "ok" if queue in served else "NO LIVE WORKER"
@@ -155,18 +166,21 @@ async def _check(app: TaskFlow, queues: list[str]) -> int:
 
 
 @click.command(
-    context_settings=CONTEXT, short_help="Exit 0 only if a live worker serves each queue."
+    context_settings=CONTEXT,
+    short_help="Exit 0 only if Redis accepts writes and a live worker serves each queue.",
 )
 @app_argument
 @_queues_option("check")
 @log_level_option
 @click.pass_context
 def check(ctx: click.Context, target: str, queues: tuple[str, ...]) -> None:
-    """Exit 0 only if a live worker serves each queue.
+    """Exit 0 only if Redis accepts writes and a live worker serves each queue.
 
-    APP is the TaskFlow app as module:attribute. Prints each queue with its number of live
-    workers (workers whose heartbeat has not lapsed) and exits 1 if any queue has none, so
-    it suits health checks and deploy scripts.
+    APP is the TaskFlow app as module:attribute. Prints Redis's state (memory used, its
+    maxmemory-policy, whether it refuses writes: full under noeviction, or a read-only
+    replica) and each queue with its number of live workers (workers whose heartbeat has
+    not lapsed), and exits 1 if Redis refuses writes or a queue has no live worker, so it
+    suits health checks and deploy scripts. An evicting maxmemory-policy is a warning.
 
     \b
     Examples:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import RedisError
 
 from .._protocol import keys
 from .._worker.meter import JobSample
@@ -129,3 +130,7 @@ class MetricsRecorder:
                 current.reruns += aggregate.reruns
                 for m in MEASURES:
                     current.histograms[m].update(aggregate.histograms[m])
+        except RedisError as exc:  # a key of the wrong type, say: retrying would fail alike
+            logger.error("%d metric buckets dropped: Redis refused them: %s", len(by_key), exc)
+        else:
+            health.redis_ok()

@@ -15,7 +15,7 @@ if not redis.call('ZSCORE', KEYS[5], ARGV[1]) and redis.call('EXISTS', KEYS[2]) 
   return -1
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
+unflag(KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[7])
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then

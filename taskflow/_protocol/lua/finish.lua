@@ -14,7 +14,7 @@ local mode = ARGV[2]
 if mode == 'done' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[7])
   redis.call('ZREM', KEYS[5], ARGV[3])
-  redis.call('ZREM', KEYS[6], ARGV[3])
+  unflag(KEYS[6], ARGV[3])
   local ttl = tonumber(ARGV[5])
   if ttl > 0 then
     redis.call('SET', KEYS[4], ARGV[4], 'PX', ttl)

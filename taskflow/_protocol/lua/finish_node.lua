@@ -27,7 +27,7 @@ if mode == 'retry' or mode == 'requeue' then
 end
 redis.call('DEL', INPROG, JOB, RETRY, FAILS)
 redis.call('ZREM', JOBQ, job_id)
-redis.call('ZREM', ABORT, job_id)
+unflag(ABORT, job_id)
 if redis.call('EXISTS', META) == 0 then return 3 end
 if TERMINAL[redis.call('HGET', STATE, i)] then return 2 end
 set_terminal(i, ARGV[5], ARGV[6], now)

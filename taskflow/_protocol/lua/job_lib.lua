@@ -12,9 +12,21 @@
 --                (RUN_META, RUN_STATE, ...), in keys.RUN_FIELDS order
 --   run_keys(run_id)  the run's key family, in that order
 
+-- Keys shared by every job (arq's abort set) or a job's side keys may hold the wrong type
+-- (written by hand, or by another program): a write to them that fails must not stop the
+-- attempt's end from being recorded, or the job would run again and fail alike forever.
+local function unflag(abort_set, job_id)
+  redis.pcall('ZREM', abort_set, job_id)
+end
+
 -- Tell every client waiting on `notify_key` (a set of their channels), then forget them.
+-- An unreadable set is dropped: its waiters still learn by polling.
 local function notify_waiters(notify_key, message)
-  local waiters = redis.call('SMEMBERS', notify_key)
+  local waiters = redis.pcall('SMEMBERS', notify_key)
+  if waiters.err then
+    redis.call('DEL', notify_key)
+    return
+  end
   if #waiters > 0 then
     for _, channel in ipairs(waiters) do redis.call('PUBLISH', channel, message) end
     redis.call('DEL', notify_key)
@@ -27,7 +39,7 @@ end
 local function put_back(mode, inprog, queue, job_id, score, retry_counter, failures)
   redis.call('DEL', inprog)
   if mode == 'retry' then
-    redis.call('INCR', failures)
+    if type(redis.pcall('INCR', failures)) == 'table' then redis.call('SET', failures, 1) end
     redis.call('EXPIRE', failures, ATTEMPT_TTL)
   elseif tonumber(redis.call('GET', retry_counter) or '0') > 0 then
     redis.call('DECR', retry_counter)
