@@ -55,31 +55,60 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class RedisProcess:
+    """A real private redis-server on a loopback port, in its own directory: it can be
+    killed (SIGKILL, as a crash) and started again on the same port and data, so that its
+    AOF, if ``--appendonly yes`` is among ``options``, is what it comes back with."""
+
+    def __init__(self, *options: str) -> None:
+        binary = EmbeddedRedis.binary() or shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("no redis-server binary: install 'taskflow-redis[embedded]'")
+        self.port, self.workdir = free_port(), tempfile.mkdtemp(prefix="taskflow-test-redis-")
+        self.argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self.argv += ["--dir", self.workdir, "--appendonly", "no", *options]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {' '.join(self.argv[1:])} did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last save; what is on disk is what there is."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @contextmanager
 def redis_server(*options: str) -> Iterator[int]:
     """A real private redis-server on a free loopback port, with ``options`` (such as
     ``--requirepass x``), no persistence; yields its port and stops it after."""
-    binary = EmbeddedRedis.binary() or shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("no redis-server binary: install 'taskflow-redis[embedded]'")
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="taskflow-test-redis-")
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-    argv += ["--appendonly", "no", *options]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisProcess(*options)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server {' '.join(options)} did not start")
-            time.sleep(0.02)
-        yield port
+        server.start()
+        yield server.port
     finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()
 
 
 def run(

@@ -126,6 +126,61 @@ async def test_a_job_for_a_task_this_worker_lacks_goes_to_a_worker_that_has_it(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+async def test_graph_nodes_of_a_task_this_worker_lacks_wait_for_a_worker_that_has_it(
+    make_app: Callable[..., taskflow.TaskFlow], caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = make_app(), make_app()
+
+    @old.task(name="double")
+    async def double_old(x: int) -> int:
+        return x * 2
+
+    @new.task
+    async def double(x: int) -> int:
+        return x * 2
+
+    @new.task
+    async def add(a: int, b: int) -> int:  # only in the new code
+        return a + b
+
+    caplog.set_level(logging.WARNING, logger="taskflow.worker")
+    async with old, new, old.worker():
+        graph = new.graph("skew")
+        a = graph.add(double, 1, name="a")
+        b = graph.add(double, 2, name="b")
+        total = graph.add(add, a, b, name="total")
+        graph.add(double, total, name="last")
+        run = await graph.submit()
+
+        async def met() -> bool:
+            return "task 'add' is not registered on this worker" in caplog.text
+
+        await until(met, timeout=RESULT_TIMEOUT)  # the old worker ran a and b, met `total`
+        assert (await run.status()).nodes["total"].state == "queued"  # put back, not failed
+        async with new.worker():
+            results = await run.wait(timeout=RESULT_TIMEOUT)
+    assert results == {"a": 2, "b": 4, "total": 6, "last": 12}
+
+
+async def test_a_deferred_job_gets_its_whole_window_from_when_it_is_due(
+    make_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    window = timedelta(milliseconds=600)
+    old = make_app(worker=fast_worker(unknown_task_window=window))
+    new = make_app()
+
+    @new.task
+    async def resize(width: int) -> int:
+        return width * 2
+
+    async with old, new, old.worker():
+        # due in 1 s: a window counted from enqueueing would fail it as soon as it is due
+        job = await resize.with_options(delay=timedelta(seconds=1)).enqueue(21)
+        await anyio.sleep(1.3)  # due, met by the old worker, within its window
+        async with new.worker():
+            assert await job.result(timeout=RESULT_TIMEOUT) == 42
+
+
 async def test_a_job_no_worker_can_run_fails_once_the_window_has_passed(
     make_app: Callable[..., taskflow.TaskFlow],
 ) -> None:

@@ -79,18 +79,21 @@ class NodeFailed(RuntimeError):
     """Raised by a node told to fail."""
 
 
-def make_app(queue_a: str = QUEUE_A) -> taskflow.TaskFlow:
+def make_app(queue_a: str = QUEUE_A, redis_url: str | None = None) -> taskflow.TaskFlow:
     """An unopened app whose tasks default to ``queue_a``; nodes pick B with ``queue=``.
 
-    Workers use the module-level ``app``; tests build their own with their queues.
+    Workers use the module-level ``app``; tests build their own with their queues (and
+    ``redis_url`` for a private server).
     """
     worker = fast_worker(queues=(QUEUE_A, QUEUE_B), grace_period=timedelta(seconds=2))
+    overrides = {"redis_url": redis_url} if redis_url else {}
     app = taskflow.TaskFlow(
         settings=settings(
             queue_a,
             worker,
             run_retention=timedelta(hours=1),
             run_max_age=timedelta(hours=2),
+            **overrides,
         )
     )
     _register_tasks(app)
