@@ -5,6 +5,8 @@ no call holds Redis for long (SLOWLOG after a 10,000-wide fan)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ import taskflow.runs
 from taskflow._protocol import keys
 from taskflow._protocol.scripts import Scripts
 from tests.apps.shared import fast_worker
+from tests.helpers import until
 from tests.processes import redis_server
 
 pytestmark = pytest.mark.asyncio
@@ -166,6 +169,52 @@ async def test_the_handle_cancels_a_big_run_to_the_end(app: taskflow.TaskFlow) -
         status = await run.cancel()
     assert status.state == "cancelled"
     assert status.counts == {"cancelled": size + 1}
+
+
+async def test_a_big_run_is_deleted_with_unlink_when_its_retention_ends(
+    make_app: Callable[..., taskflow.TaskFlow], redis: Redis
+) -> None:
+    app = make_app(run_retention=timedelta(seconds=1))
+    size = keys.REAP_ABOVE + 1
+
+    @app.task
+    async def leaf(i: int) -> int:
+        return i
+
+    async with app:
+        graph = app.graph("reaped")
+        for i in range(size):
+            graph.add(leaf, i, name=f"l{i}")
+        run = await graph.submit()
+        async with app.worker(concurrency=100):
+            await run.wait(timeout=60)
+            due = await redis.zscore(keys.REAPING, run.run_id)
+            assert due is not None  # reaped, not left to expire in one long step
+            ttl = await redis.pttl(keys.run(run.run_id, "timing"))
+            assert ttl > keys.REAP_GRACE_MS - 60_000  # the backstop expiry
+
+            async def reaped() -> bool:
+                return not await run_keys_left(redis, run.run_id)
+
+            await until(reaped, timeout=10)
+        with pytest.raises(taskflow.RunNotFound):
+            await run.status()
+    assert await redis.zscore(keys.REAPING, run.run_id) is None
+
+
+async def test_a_small_run_just_expires(app: taskflow.TaskFlow, redis: Redis) -> None:
+    @app.task
+    async def leaf(i: int) -> int:
+        return i
+
+    async with app, app.worker():
+        graph = app.graph("small")
+        graph.add(leaf, 1, name="one")
+        run = await graph.submit()
+        await run.wait(timeout=10)
+    assert await redis.zscore(keys.REAPING, run.run_id) is None
+    retention = app.settings.run_retention.total_seconds() * 1000
+    assert 0 < await redis.pttl(keys.run(run.run_id, "meta")) <= retention
 
 
 @pytest.mark.slow

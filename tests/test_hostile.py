@@ -4,6 +4,7 @@ is waited out and reported, not a crash."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
@@ -69,6 +70,44 @@ async def test_a_job_key_of_the_wrong_type_fails_that_job_alone(
     assert f"arq:retry:{counted.job_id} (a string key)" in counter.value.error_message
     assert "not an integer" in counter.value.error_message
     assert await redis.exists(keys.job(as_hash), keys.in_progress(as_hash)) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x80\x04\x95pickle", "not JSON"),
+        (b'{"t": 1, "a": [], "k": {}}', "'f'"),  # no task name
+        (b'{"t": 1, "f": "echo", "a": {"not": "a list"}, "k": {}}', "'a'"),
+        (b'{"t": 1, "f": "echo", "a": ["' + b"x" * 4096 + b'"], "k": {}}', "over the 2048"),
+        (b"[1, 2, 3]", "not an object"),
+    ],
+    ids=["binary", "missing-task", "args-not-a-list", "oversize", "not-an-object"],
+)
+async def test_a_planted_payload_fails_that_job_with_a_raw_copy_and_the_worker_goes_on(
+    make_app: Callable[..., taskflow.TaskFlow],
+    queue_name: str,
+    redis: Redis,
+    raw: bytes,
+    reason: str,
+) -> None:
+    app = make_app(max_payload_bytes=2048)
+
+    @app.task
+    async def echo(value: str) -> str:
+        return value
+
+    planted = new_id()
+    await redis.set(keys.job(planted), raw, ex=60)
+    await queue_job(redis, queue_name, planted)
+    async with app, app.worker():
+        with pytest.raises(taskflow.TaskFailed) as failed:
+            await app.job(planted).result(timeout=RESULT_TIMEOUT)
+        assert await (await echo.enqueue("after")).result(timeout=RESULT_TIMEOUT) == "after"
+    assert failed.value.kind is taskflow.FailureKind.CORRUPT_PAYLOAD
+    assert reason in failed.value.error_message
+    error = failed.value.error
+    assert error["raw_size"] == len(raw)
+    assert base64.b64decode(error["raw_b64"]) == raw[: len(base64.b64decode(error["raw_b64"]))]
 
 
 async def test_a_queue_key_of_the_wrong_type_is_skipped_and_the_other_queues_served(

@@ -38,6 +38,9 @@ __all__ = (
     "INLINE_PARENTS",
     "ROOTS",
     "SETTLE_BUDGET",
+    "REAPING",
+    "REAP_ABOVE",
+    "REAP_GRACE_MS",
     "SETTLING",
     "SUBMIT_CHUNK",
     "NODE_JOB_ID_LUA_PATTERN",
@@ -224,6 +227,18 @@ SETTLE_BUDGET: Final = 100
 """Children one script call visits at most when a node ends: a 1 -> 10,000 fan is released
 over 100 calls of a few ms each, not one that stalls Redis for 170 ms."""
 
+REAPING: Final = "taskflow:reaping"
+"""Sorted set of run ids of big ended runs, by when their retention ends: a worker deletes
+their keys with UNLINK (freed off Redis's main thread), since letting a 50,000-node run's
+hashes expire would free them in one 35-50 ms step."""
+
+REAP_ABOVE: Final = 1000
+"""Runs with more nodes than this are reaped (see REAPING); smaller ones just expire."""
+
+REAP_GRACE_MS: Final = 24 * 3600 * 1000
+"""A reaped run's keys still expire this long after its retention, should no worker be
+there to reap it."""
+
 CANCEL_BUDGET: Final = 150
 """Nodes one call of cancel_run.lua (or its continuation) visits: cancelling a 50,000-node
 run is 334 calls of a few ms, not one of 900 ms."""
@@ -278,5 +293,6 @@ LUA_PREFIXES: Final = {
     "wake": WAKE_PREFIX,
     "run": RUN_PREFIX,
     "settling": SETTLING,
+    "reaping": REAPING,
 }
 """Prefixes of the keys and channels a script can only name at run time, by Lua name."""

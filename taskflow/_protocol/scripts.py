@@ -157,6 +157,8 @@ def _prelude() -> str:
     lines.append(f"local ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}")
     lines.append(f"local SETTLE_BUDGET = {keys.SETTLE_BUDGET}")
     lines.append(f"local CANCEL_BUDGET = {keys.CANCEL_BUDGET}")
+    lines.append(f"local REAP_ABOVE = {keys.REAP_ABOVE}")
+    lines.append(f"local REAP_GRACE_MS = {keys.REAP_GRACE_MS}")
     lines.append(f"local INLINE_PARENTS = {keys.INLINE_PARENTS}")
     lines.append(f"local ROOTS = {_lua_string(keys.ROOTS)}")
     lines.append(f"local NODE_JOB_ID = {_lua_string(keys.NODE_JOB_ID_LUA_PATTERN)}")
@@ -484,6 +486,18 @@ class Scripts:
         """Runs with work left half-way whose worker is past due (it may have died)."""
         ids = await self.redis.zrangebyscore(keys.SETTLING, "-inf", now_ms, start=0, num=limit)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def reap(self, now_ms: int, limit: int = 20) -> list[str]:
+        """Delete (UNLINK) the keys of big runs whose retention has ended; their ids."""
+        due = await self.redis.zrangebyscore(keys.REAPING, "-inf", now_ms, start=0, num=limit)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in due]
+        if ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.unlink(*keys.run_keys(run_id))
+                pipe.zrem(keys.REAPING, *ids)
+                await pipe.execute()
+        return ids
 
     async def cancel_run(
         self, run_id: str, now_ms: int, retention_ms: int, lease_ms: int

@@ -1,10 +1,13 @@
-"""The settler service: finishes what a dead worker or client left half-way in a run.
+"""The settler service: finishes what a dead worker or client left half-way in a run, and
+deletes big runs whose retention has ended.
 
 A node with many children releases them over several script calls (``SETTLE_BUDGET`` each;
 see ``lua/settle_more.lua``), as a submission releases the roots and a cancel visits the
 nodes (``CANCEL_BUDGET`` each). The process that began makes those calls; should it die in
 between, the run stays in the settling set past its due time, and this service, in every
-worker, picks it up and goes on.
+worker, picks it up and goes on. Big ended runs (over ``keys.REAP_ABOVE`` nodes) are
+deleted here with UNLINK when their retention ends, rather than left to expire, which
+would free their hashes in one long step.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ logger = logging.getLogger("taskflow.worker")
 
 
 class Settler:
-    """Resumes runs left half-way (a release or a cancel), every half lease."""
+    """Every half lease: resumes runs left half-way (a release or a cancel), and deletes big
+    runs whose retention has ended."""
 
     name = "settler"
 
@@ -47,8 +51,18 @@ class Settler:
             ctx.health.redis_failed("looking for runs left half-released", exc)
             return
         except RedisError as exc:
-            logger.error("looking for runs left half-released failed: %s", exc)
+            ctx.health.redis_refused("looking for runs left half-released", exc)
             return
         for run_id in due:
             logger.info("run %s: resuming what its worker or client left half-way", run_id)
             await settle_run(ctx.client, run_id, ctx.settings.lease)
+        try:
+            reaped = await ctx.scripts.reap(now_ms())
+        except CONNECTION_ERRORS as exc:
+            ctx.health.redis_failed("deleting ended runs", exc)
+            return
+        except RedisError as exc:
+            ctx.health.redis_refused("deleting ended runs", exc)
+            return
+        for run_id in reaped:
+            logger.debug("run %s: retention ended, its keys deleted", run_id)

@@ -145,7 +145,14 @@ local function complete_if_done(run_id, now, retention)
   redis.call('HDEL', META, 'cancel_at')
   redis.call('DEL', SETTLE)
   redis.call('ZREM', P_SETTLING, run_id)
-  for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention) end
+  if tonumber(meta[2]) > REAP_ABOVE then
+    -- a big run is deleted by a worker with UNLINK when its retention ends (the settler);
+    -- its expiry stays as a backstop
+    redis.call('ZADD', P_REAPING, now + retention, run_id)
+    for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention + REAP_GRACE_MS) end
+  else
+    for k = 1, RUN_KEYS do redis.call('PEXPIRE', KEYS[k], retention) end
+  end
   notify_waiters(RUN_NOTIFY, 'i' .. run_id)
 end
 
