@@ -35,6 +35,7 @@ __all__ = (
     "JOB_PREFIX",
     "LUA_PREFIXES",
     "CANCEL_BUDGET",
+    "CLAIM_NODE_STARTS",
     "INLINE_PARENTS",
     "ROOTS",
     "SETTLE_BUDGET",
@@ -238,6 +239,10 @@ REAP_ABOVE: Final = 1000
 REAP_GRACE_MS: Final = 24 * 3600 * 1000
 """A reaped run's keys still expire this long after its retention, should no worker be
 there to reap it."""
+
+CLAIM_NODE_STARTS: Final = 25
+"""Graph nodes one claim call starts at most (plain jobs: up to the claim's limit, 50): a
+claim of 50 node jobs on a 50,000-node run took up to 7.4 ms."""
 
 CANCEL_BUDGET: Final = 150
 """Nodes one call of cancel_run.lua (or its continuation) visits: cancelling a 50,000-node

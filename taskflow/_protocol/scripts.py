@@ -157,6 +157,7 @@ def _prelude() -> str:
     lines.append(f"local ATTEMPT_TTL = {keys.ATTEMPT_COUNTER_TTL_S}")
     lines.append(f"local SETTLE_BUDGET = {keys.SETTLE_BUDGET}")
     lines.append(f"local CANCEL_BUDGET = {keys.CANCEL_BUDGET}")
+    lines.append(f"local CLAIM_NODE_STARTS = {keys.CLAIM_NODE_STARTS}")
     lines.append(f"local REAP_ABOVE = {keys.REAP_ABOVE}")
     lines.append(f"local REAP_GRACE_MS = {keys.REAP_GRACE_MS}")
     lines.append(f"local INLINE_PARENTS = {keys.INLINE_PARENTS}")

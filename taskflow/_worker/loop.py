@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from .._clock import now_ms
+from .._protocol import keys
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError, unwrapped
@@ -306,7 +307,10 @@ class Worker:
                     self._start(Slot(claim))
                 else:
                     self._broken_queue(claim)
-            if len(claimed) < limit:  # the queues are drained: wait for a wake-up or a poll
+            started = sum(1 for claim in claimed if claim.node_start is not None)
+            # the queues are drained (the claim was not cut short by its node-start budget):
+            # wait for a wake-up or a poll
+            if len(claimed) < limit and started < keys.CLAIM_NODE_STARTS:
                 await self._sleep(poll)
 
     def skip_job(self, job_id: str, task: str) -> bool:

@@ -12,6 +12,8 @@
 -- KEYS: the queue sorted sets, in the order to serve them, then arq's abort set (last)
 -- ARGV: 1 now ms, 2 limit, 3 claim token, 4 lease ms, 5... job ids to pass by (their task is
 --       not registered on this worker: left for another one)
+-- At most CLAIM_NODE_STARTS graph nodes are started per call (a node start reads and writes
+-- the run's hashes), so a call stays short whatever the queue holds.
 -- Returns a flat array, 9 fields per claimed job (scripts.Claimed):
 --   queue index (1-based), job id, payload (nil if expired), attempt, failures, score,
 --   aborted (0/1), node start reply (graph node jobs; else nil), bad (nil, or why the job's
@@ -39,11 +41,15 @@ for a = 5, #ARGV do skip[ARGV[a]] = true end
 local abort_set = redis.call('EXISTS', ABORT) == 1 and redis.call('TYPE', ABORT).ok == 'zset'
 local out = {}
 local claimed = 0
+local starts = 0  -- graph nodes started: each costs several times a plain claim
+local function full()
+  return claimed >= limit or starts >= CLAIM_NODE_STARTS
+end
 for qi = 1, #KEYS - 1 do
-  if claimed >= limit then break end
+  if full() then break end
   local offset = 0
   -- jobs locked by a plain arq worker keep their score: scan past them, boundedly
-  while claimed < limit and offset < 5000 do
+  while not full() and offset < 5000 do
     local page, qerr = try('ZRANGEBYSCORE', KEYS[qi], '-inf', now, 'WITHSCORES', 'LIMIT',
       offset, limit - claimed)
     if qerr then
@@ -56,6 +62,7 @@ for qi = 1, #KEYS - 1 do
     end
     if #page == 0 then break end
     for i = 1, #page, 2 do
+      if full() then break end
       local id = page[i]
       if skip[id] then
         offset = offset + 1
@@ -84,6 +91,7 @@ for qi = 1, #KEYS - 1 do
         local started = false
         local run_id, node = string.match(id, NODE_JOB_ID)
         if run_id and payload and aborted == 0 and not bad then
+          starts = starts + 1
           local ok, reply = pcall(node_start, run_keys(run_id), node, token, now, attempt)
           if ok then
             started = reply
