@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
 
 from ._client import Client
 from ._worker import Service, Worker
@@ -13,6 +13,11 @@ from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.summary import SummaryLogger
+from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
+from .task import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ("TaskFlow",)
 
@@ -37,6 +42,91 @@ class TaskFlow(Client):
     """
 
     _alerts: AlertManager | None = None
+    _schedules: Schedules | None = None
+
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules: declared ones, and add, pause, resume, run_now and list from any
+        process (see :mod:`taskflow.schedules`)."""
+        if self._schedules is None:
+            self._schedules = Schedules(self)
+        return self._schedules
+
+    def schedule(
+        self,
+        task: Task[Any, Any],
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        tz: str | None = None,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        jitter: timedelta = timedelta(0),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        misfire: Misfire | str = Misfire.COALESCE,
+        max_catchup: int = 100,
+        overlap: bool = True,
+        grace: timedelta = timedelta(seconds=1),
+    ) -> Schedule:
+        """Declare a schedule of ``task`` in code; every worker registers it when it starts.
+
+        :param cron: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+            seconds last; names such as ``mon-fri`` and ``jan`` work. Read in ``tz``.
+        :param every: a fixed interval instead, anchored at ``start`` (the Unix epoch).
+        :param tz: an IANA zone for ``cron`` (UTC by default).
+        :param args: the call's arguments, checked now as an enqueue checks them.
+        :param name: the schedule's name (the task's name by default).
+        :param jitter: delay each tick's job by a random amount up to this.
+        :param start: no tick before; ``end``: no tick after (aware datetimes).
+        :param misfire: ticks missed while no worker ran: ``coalesce`` (one job, told how
+            many were missed), ``skip`` (none) or ``all`` (one each, up to ``max_catchup``).
+        :param overlap: False skips a tick while the last one's job is queued or running.
+        :param grace: a tick fired later than this counts as missed.
+        :raises ConfigurationError: an invalid expression, zone, option or name taken.
+        :raises ArgumentError: the arguments do not match the task's signature.
+        """
+        return self.schedules.declare(
+            build_schedule(
+                task,
+                cron=cron,
+                every=every,
+                tz=tz,
+                args=args,
+                kwargs=kwargs,
+                name=name,
+                queue=queue,
+                jitter=jitter,
+                start=start,
+                end=end,
+                misfire=misfire,
+                max_catchup=max_catchup,
+                overlap=overlap,
+                grace=grace,
+            )
+        )
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
+        """Register a coroutine as a task and schedule it: ``@app.periodic(cron="*/30 * * *
+        *", queue="matching")``. ``options`` are :meth:`schedule`'s (tz, args, jitter, ...).
+        """
+
+        def register(fn: Callable[P, Awaitable[R]]) -> Task[P, R]:
+            task = self.task(queue=queue)(fn) if queue else self.task(fn)
+            self.schedule(task, cron=cron, every=every, name=name, **options)
+            return task
+
+        return register
 
     @property
     def alerts(self) -> AlertManager:
@@ -93,6 +183,8 @@ class TaskFlow(Client):
             worker.add_service(MetricsRecorder(metrics))
             worker.add_service(SystemCollector())
         worker.add_service(AlertEvaluator(self.alerts, merged.alert_interval.total_seconds()))
+        if merged.schedules:
+            worker.add_service(ScheduleTicker(self.schedules, merged.schedule_retire_after))
         if merged.summary_interval > timedelta(0):
             worker.add_service(SummaryLogger(merged.summary_interval.total_seconds()))
         for service in services:

@@ -226,6 +226,16 @@ class WorkerSettings(BaseModel):
         description="How long a job whose task this worker does not register is put back "
         "for another worker (a rolling deploy) before it fails as UnknownTask.",
     )
+    schedules: bool = Field(
+        True,
+        description="Run the schedule ticker: fire the app's schedules (every worker does; "
+        "each tick is enqueued once).",
+    )
+    schedule_retire_after: _Positive = Field(
+        timedelta(minutes=10),
+        description="A schedule declared in code that no running worker has declared for this "
+        "long (removed from the code) is deleted.",
+    )
     summary_interval: _NotNegative = Field(
         timedelta(minutes=5),
         description="How often the worker logs a summary line (jobs, failures, run time "

@@ -23,7 +23,8 @@ Hierarchy::
     │   ├── UnknownTask               no task registered under that name
     │   ├── JobNotFound               no job, result or queue entry under that id
     │   ├── RunNotFound               no graph run under that id (never submitted, or expired)
-    │   └── AlertNotFound             no firing alert under that id
+    │   ├── AlertNotFound             no firing alert under that id
+    │   └── ScheduleNotFound          no schedule under that name
     ├── ExecutionError
     │   ├── TaskFailed                the job failed or was cancelled; the remote error as data
     │   ├── GraphFailed               a run ended with failed nodes; lists them and their errors
@@ -49,6 +50,7 @@ from redis import exceptions as r
 
 __all__ = (
     "AlertNotFound",
+    "ScheduleNotFound",
     "ArgumentError",
     "ChannelError",
     "ConfigurationError",
@@ -220,6 +222,15 @@ class RunNotFound(LookupMiss):
 
 class AlertNotFound(LookupMiss):
     """No firing alert has that id (unknown, already resolved, or already acknowledged)."""
+
+
+class ScheduleNotFound(LookupMiss):
+    """No schedule is stored under the given name."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        listed = ", ".join(known or []) or "none"
+        super().__init__(f"no schedule named {name!r}; stored: {listed}")
+        self.name = name
 
 
 class ExecutionError(TaskflowError):

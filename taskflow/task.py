@@ -70,6 +70,12 @@ class JobContext:
     max_attempts: int
     enqueue_time: datetime
     worker_id: str
+    #: the schedule that enqueued this job (see :mod:`taskflow.schedules`), else None
+    schedule: str | None = None
+    #: when the schedule's tick was due (aware, UTC); None for jobs not from a schedule
+    tick: datetime | None = None
+    #: ticks missed before this one and coalesced into it (``misfire="coalesce"``)
+    missed_ticks: int = 0
 
 
 _current: ContextVar[JobContext] = ContextVar("taskflow_current_job")

@@ -119,18 +119,21 @@ class JobPayload:
     job_try: int | None
     enqueue_ms: int
     graph: tuple[str, int] | None = None  #: (run id, node index) of a graph node's job
+    #: (schedule name, tick ms, ticks missed before it) of a schedule's job
+    tick: tuple[str, int, int] | None = None
 
 
 def encode_job(payload: JobPayload, limit: int) -> bytes:
-    data = dumps(
-        {
-            "t": payload.job_try,
-            "f": payload.task,
-            "a": payload.args,
-            "k": payload.kwargs,
-            "et": payload.enqueue_ms,
-        }
-    )
+    fields: dict[str, Any] = {
+        "t": payload.job_try,
+        "f": payload.task,
+        "a": payload.args,
+        "k": payload.kwargs,
+        "et": payload.enqueue_ms,
+    }
+    if payload.tick is not None:
+        fields["s"] = list(payload.tick)  # arq's workers ignore keys they do not know
+    data = dumps(fields)
     return check_size(f"job payload of {payload.task!r}", data, limit)
 
 
@@ -154,17 +157,35 @@ def decode_job(raw: bytes, limit: int) -> JobPayload:
         raise CorruptPayload("job payload's 'a' must be a list and 'k' an object", raw)
     if not isinstance(enqueue_ms, int) or not (job_try is None or isinstance(job_try, int)):
         raise CorruptPayload("job payload's 'et' and 't' must be integers", raw)
-    graph = data.get("g")
-    if graph is not None:
-        if not (
-            isinstance(graph, list)
-            and len(graph) == 2
-            and isinstance(graph[0], str)
-            and isinstance(graph[1], int)
-        ):
-            raise CorruptPayload("job payload's 'g' must be [run id, node index]", raw)
-        graph = (graph[0], graph[1])
-    return JobPayload(task, args, kwargs, job_try, enqueue_ms, graph)
+    graph = _pair(data.get("g"), raw)
+    tick = _tick(data.get("s"), raw)
+    return JobPayload(task, args, kwargs, job_try, enqueue_ms, graph, tick)
+
+
+def _pair(graph: Any, raw: bytes) -> tuple[str, int] | None:
+    if graph is None:
+        return None
+    if not (
+        isinstance(graph, list)
+        and len(graph) == 2
+        and isinstance(graph[0], str)
+        and isinstance(graph[1], int)
+    ):
+        raise CorruptPayload("job payload's 'g' must be [run id, node index]", raw)
+    return graph[0], graph[1]
+
+
+def _tick(tick: Any, raw: bytes) -> tuple[str, int, int] | None:
+    if tick is None:
+        return None
+    if not (
+        isinstance(tick, list)
+        and len(tick) == 3
+        and isinstance(tick[0], str)
+        and all(isinstance(v, int) for v in tick[1:])
+    ):
+        raise CorruptPayload("job payload's 's' must be [schedule, tick ms, missed]", raw)
+    return tick[0], tick[1], tick[2]
 
 
 def corrupt_error(exc: CorruptPayload) -> dict[str, Any]:

@@ -164,6 +164,9 @@ class AppKeys:
         "alert_state_prefix",
         "app",
         "evictions",
+        "schedule_changes",
+        "schedule_prefix",
+        "schedules",
         "prefix",
         "system_stream",
         "workers",
@@ -185,6 +188,11 @@ class AppKeys:
         self.alert_ids = self.prefix + "alerts:ids"
         """Hash alert id -> rule name."""
         self.alert_state_prefix = self.prefix + "alert:state:"
+        self.schedules = self.prefix + "schedules"
+        """Hash schedule name -> its definition (JSON, ``schedules.manager``)."""
+        self.schedule_prefix = self.prefix + "schedule:"
+        self.schedule_changes = self.prefix + "schedules:changed"
+        """Channel: a schedule was added, changed, paused, resumed or removed."""
         self.evictions = self.prefix + "redis:evicted"
         """Sorted set ``<ms>:<worker id>:<keys evicted since its last look>`` -> when (ms)."""
 
@@ -198,6 +206,10 @@ class AppKeys:
     def metrics_bucket(self, width_s: int, start_ms: int) -> str:
         """Hash of job metrics for one resolution (bucket width) and one time bucket."""
         return f"{self.prefix}metrics:{width_s}s:{start_ms}"
+
+    def schedule_state(self, name: str) -> str:
+        """Hash of one schedule's state: next tick, last tick and job, paused, skip counts."""
+        return self.schedule_prefix + name
 
     def alert_state(self, rule: str) -> str:
         """Hash holding one rule's state: ok, pending, firing or acknowledged, and its alert."""

@@ -254,6 +254,8 @@ class Scripts:
         self._settle_more = load("settle_more")
         self._cancel_run = load("cancel_run")
         self._submit_run = load("submit_run")
+        self._schedule_register = load("schedule_register")
+        self._schedule_fire = load("schedule_fire")
 
     @staticmethod
     async def _call(
@@ -511,6 +513,51 @@ class Scripts:
             [run_id, now_ms, retention_ms, lease_ms],
         )
         return None if int(signalled) < 0 else (int(signalled), bool(int(more)))
+
+    # -- schedules ------------------------------------------------------------------------
+
+    async def schedule_register(
+        self, app: keys.AppKeys, name: str, definition: bytes, version: str, first_ms: int | None
+    ) -> bool:
+        """Store a schedule's definition; True if its cursor was (re)set to ``first_ms``."""
+        reply = await self._call(
+            self._schedule_register,
+            [app.schedules, app.schedule_state(name)],
+            [name, definition, version, "" if first_ms is None else first_ms],
+        )
+        return bool(int(reply))
+
+    async def schedule_fire(
+        self,
+        app: keys.AppKeys,
+        name: str,
+        queue: str,
+        *,
+        due_ms: int,
+        next_ms: int | None,
+        version: str,
+        now_ms: int,
+        overlap: bool,
+        expiry_ms: int,
+        missed: int,
+        jobs: list[tuple[str, bytes, int]],
+        pipe: Pipeline | None = None,
+    ) -> Any:
+        """Fire the tick due at ``due_ms`` if no other worker has: ``(outcome, enqueued)``
+        (``lua/schedule_fire.lua``); in ``pipe``, the reply comes from its execute()."""
+        args: list[Any] = [
+            due_ms,
+            "" if next_ms is None else next_ms,
+            version,
+            now_ms,
+            1 if overlap else 0,
+            expiry_ms,
+            missed,
+        ]
+        for job_id, payload, score in jobs:
+            args += [job_id, payload, score]
+        script_keys = [app.schedule_state(name), keys.queue(queue)]
+        return await self._call(self._schedule_fire, script_keys, args, pipe=pipe)
 
     # -- metrics and alerts ---------------------------------------------------------------
 

@@ -286,6 +286,9 @@ async def _run_body(
         max_attempts=options.retries + 1,
         enqueue_time=ms_to_datetime(payload.enqueue_ms),
         worker_id=worker.id,
+        schedule=payload.tick[0] if payload.tick else None,
+        tick=ms_to_datetime(payload.tick[1]) if payload.tick else None,
+        missed_ticks=payload.tick[2] if payload.tick else 0,
     )
     token = _current.set(context)
     outcome: Outcome | None = None

@@ -1,0 +1,227 @@
+"""Schedules against a real Redis, in-process workers: ticks, misfires, overlap, control."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+import taskflow
+from taskflow.schedules import Misfire
+from tests.apps.shared import REDIS_URL, fast_worker
+from tests.helpers import delete_keys
+
+pytestmark = pytest.mark.asyncio
+
+TIMEOUT = 10
+
+
+@pytest_asyncio.fixture
+async def make() -> AsyncIterator[Callable[..., taskflow.TaskFlow]]:
+    """Apps with a name (and so schedule keys) of their own, deleted after."""
+    names: list[str] = []
+
+    def factory(name: str | None = None, **settings: Any) -> taskflow.TaskFlow:
+        name = name or f"sched-{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        base = {
+            "redis_url": REDIS_URL,
+            "embedded": "never",
+            "default_queue": name,
+            "worker": fast_worker(),
+            **settings,
+        }
+        return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base), name=name)
+
+    yield factory
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        for name in names:
+            await delete_keys(redis, f"taskflow:app:{name}:*", [f"arq:queue:{name}"])
+    finally:
+        await redis.aclose()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    with anyio.fail_after(timeout):
+        while not check():  # noqa: ASYNC110 - a condition of plain Python state
+            await anyio.sleep(0.02)
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def test_every_tick_is_one_job_told_its_tick(make: Callable[..., taskflow.TaskFlow]) -> None:
+    app = make()
+    seen: list[tuple[datetime | None, int]] = []
+
+    @app.periodic(every=timedelta(seconds=1))
+    async def beat() -> None:
+        job = taskflow.current_job()
+        seen.append((job.tick, job.missed_ticks))
+        assert job.schedule == "beat"
+
+    async with app, app.worker():
+        await anyio.sleep(3.6)
+    ticks = [tick for tick, _ in seen]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks)
+    for tick in ticks:  # anchored: whole seconds since the epoch
+        assert tick is not None and tick.microsecond == 0 and tick.tzinfo is not None
+    assert all(missed == 0 for _, missed in seen)
+    assert [b - a for a, b in zip(ticks, ticks[1:], strict=False)] == [timedelta(seconds=1)] * (
+        len(ticks) - 1
+    )
+
+
+async def test_list_pause_resume_and_run_now(make: Callable[..., taskflow.TaskFlow]) -> None:
+    app = make()
+    runs: list[str] = []
+
+    @app.task
+    async def digest(kind: str) -> str:
+        runs.append(kind)
+        return kind
+
+    app.schedule(digest, every=timedelta(seconds=1), args=("weekly",), name="weekly-digest")
+    async with app, app.worker():
+        await eventually(lambda: len(runs) >= 1)
+        [info] = await app.schedules.list()
+        assert (info.name, info.task, info.trigger, info.paused) == (
+            "weekly-digest",
+            "digest",
+            "every 1s",
+            False,
+        )
+        assert info.next_fire is not None and info.last_outcome == "fired"
+        await app.schedules.pause("weekly-digest")
+        await anyio.sleep(0.3)
+        before = len(runs)
+        await anyio.sleep(2.2)
+        assert len(runs) == before  # paused: no job
+        paused = await app.schedules.get("weekly-digest")
+        assert paused.paused and paused.skips >= 1 and paused.last_outcome == "paused"
+        job = await app.schedules.run_now("weekly-digest")
+        assert await job.result(timeout=TIMEOUT) == "weekly"
+        await app.schedules.resume("weekly-digest")
+        await eventually(lambda: len(runs) >= before + 2)
+        with pytest.raises(taskflow.ScheduleNotFound, match="no schedule named 'nope'"):
+            await app.schedules.pause("nope")
+
+
+async def test_a_schedule_added_at_run_time_fires_and_is_removed(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = make()
+    runs: list[int] = []
+
+    @app.task
+    async def count(n: int) -> None:
+        runs.append(n)
+
+    async with app, app.worker():
+        other = make(name=app.name)  # another process of the app: the task's name is enough
+        other_count = other.task(name="count")(count.fn)
+        async with other:
+            info = await other.schedules.add(
+                other_count,
+                every=timedelta(seconds=1),
+                args=(7,),
+                name="added",
+                queue=app.settings.default_queue,
+            )
+        assert info.source == "runtime"
+        await eventually(lambda: len(runs) >= 2)
+        await app.schedules.remove("added")
+        await anyio.sleep(0.3)
+        done = len(runs)
+        await anyio.sleep(1.5)
+        assert len(runs) == done and set(runs) == {7}
+
+
+async def _stale(app: taskflow.TaskFlow, name: str) -> list[int]:
+    """Pretend every worker was down for the last five ticks of a 10 s schedule, each more
+    than its 1 s grace late: returns those ticks (ms)."""
+    while not 2 <= time.time() % 10 <= 7:  # noqa: ASYNC110 - the latest tick 2-7 s old
+        await anyio.sleep(0.1)
+    latest = int(time.time()) // 10 * 10_000
+    missed = [latest - 10_000 * i for i in range(4, -1, -1)]
+    await app.redis.hset(app.keys.schedule_state(name), "next", str(missed[0]))
+    return missed
+
+
+@pytest.mark.parametrize("policy", list(Misfire))
+async def test_misfire_policies(make: Callable[..., taskflow.TaskFlow], policy: Misfire) -> None:
+    app = make()
+    got: list[tuple[int, int]] = []
+
+    @app.task
+    async def report() -> None:
+        job = taskflow.current_job()
+        assert job.tick is not None
+        got.append((ms(job.tick), job.missed_ticks))
+
+    app.schedule(report, every=timedelta(seconds=10), misfire=policy, max_catchup=3, name="report")
+    async with app:
+        await app.schedules.register_declared(int(time.time() * 1000))
+        missed = await _stale(app, "report")
+        async with app.worker():
+            await anyio.sleep(1.5)
+        info = await app.schedules.get("report")
+    if policy is Misfire.COALESCE:
+        assert got == [(missed[-1], 4)]  # one job for the latest, told of the 4 before
+    elif policy is Misfire.SKIP:
+        assert got == []
+    else:
+        assert sorted(got) == [(t, 0) for t in missed[-3:]]  # the latest max_catchup
+    assert info.missed == 5
+    assert info.next_fire is not None and info.next_fire > datetime.now(UTC)
+
+
+async def test_overlap_false_skips_ticks_while_a_run_is_in_flight(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = make()
+    started: list[float] = []
+
+    @app.periodic(every=timedelta(seconds=1), overlap=False)
+    async def slow() -> None:
+        started.append(time.monotonic())
+        await anyio.sleep(2.5)
+
+    async with app, app.worker():
+        await anyio.sleep(5.8)
+        info = await app.schedules.get("slow")
+    assert 2 <= len(started) <= 3
+    assert all(b - a >= 2.5 for a, b in zip(started, started[1:], strict=False))
+    assert info.skips >= 2
+
+
+async def test_declaration_errors_name_the_bad_part(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = make()
+
+    @app.task
+    async def send(to: str, count: int = 1) -> None: ...
+
+    with pytest.raises(taskflow.ArgumentError, match="count"):
+        app.schedule(send, every=timedelta(minutes=1), args=("a@b.c",), kwargs={"count": "x"})
+    with pytest.raises(taskflow.ConfigurationError, match=r"field 2 \(hour\) '25'.*0-23"):
+        app.schedule(send, cron="0 25 * * *", args=("a@b.c",))
+    with pytest.raises(taskflow.ConfigurationError, match="tz='Mars/Base'"):
+        app.schedule(send, cron="0 8 * * mon-fri", tz="Mars/Base", args=("a@b.c",))
+    with pytest.raises(taskflow.ConfigurationError, match="exactly one of cron"):
+        app.schedule(send, args=("a@b.c",))
+    with pytest.raises(taskflow.ConfigurationError, match="misfire='later'"):
+        app.schedule(send, every=timedelta(minutes=1), args=("a@b.c",), misfire="later")
+    app.schedule(send, every=timedelta(minutes=1), args=("a@b.c",))
+    with pytest.raises(taskflow.ConfigurationError, match="declared already"):
+        app.schedule(send, every=timedelta(minutes=2), args=("a@b.c",))
