@@ -6,6 +6,7 @@ layers below the app (tasks, runs, workers, features) are typed against this cla
 from __future__ import annotations
 
 import enum
+import fnmatch
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -115,8 +116,15 @@ class Client:
         settings: Settings | None = None,
         redis: Redis | None = None,
         name: str | None = None,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
         app_name = name if name is not None else _module_name_of_caller()
+        #: task-name pattern (fnmatch: ``payments.*``) -> queue, for tasks that name none
+        self.routes = dict(routes or {})
+        for pattern, routed in self.routes.items():
+            if not isinstance(pattern, str):
+                raise ConfigurationError(f"routes: pattern {pattern!r} must be a string")
+            check_queue(routed, f"routes[{pattern!r}]")
         try:
             #: the keys this app owns (workers, metrics, alerts), apart from other apps'
             self.keys = keys.AppKeys(app_name)
@@ -246,7 +254,7 @@ class Client:
             if result_ttl is None
             else duration_option("result_ttl", result_ttl, minimum=0)
         )
-        queue_name = self.settings.default_queue if queue is None else queue
+        queue_name = self.route(task_name) if queue is None else queue
         check_queue(queue_name)
         return TaskOptions(
             name=task_name,
@@ -257,6 +265,14 @@ class Client:
             timeout=None if limit is None else limit.total_seconds(),
             result_ttl=ttl,
         )
+
+    def route(self, task_name: str) -> str:
+        """The queue of a task that names none: the first of ``routes`` whose pattern
+        matches its name (``fnmatch``: ``payments.*``), else ``settings.default_queue``."""
+        for pattern, queue in self.routes.items():
+            if fnmatch.fnmatchcase(task_name, pattern):
+                return queue
+        return self.settings.default_queue
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:

@@ -28,6 +28,9 @@ class TaskFlow(Client):
     :param redis_url: overrides ``settings.redis_url`` and ``TASKFLOW_REDIS_URL``.
     :param settings: everything else; defaults from the environment.
     :param redis: a client to borrow instead of opening one; never closed by the app.
+    :param name: scopes the app's keys (worker registry, metrics, alerts, schedules).
+    :param routes: queues for tasks that name none, by task-name pattern, as Celery's
+        ``task_routes``: ``{"payments.*": "payments"}``; an explicit ``queue=`` wins.
 
     Example::
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 import taskflow
 from taskflow.schedules import Misfire
 from tests.apps.shared import REDIS_URL, fast_worker
-from tests.helpers import delete_keys
+from tests.helpers import delete_keys, reply
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,10 +71,10 @@ async def test_every_tick_is_one_job_told_its_tick(make: Callable[..., taskflow.
 
     async with app, app.worker():
         await anyio.sleep(3.6)
-    ticks = [tick for tick, _ in seen]
-    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks)
+    ticks = [tick for tick, _ in seen if tick is not None]
+    assert len(ticks) == len(seen) >= 3 and len(set(ticks)) == len(ticks)
     for tick in ticks:  # anchored: whole seconds since the epoch
-        assert tick is not None and tick.microsecond == 0 and tick.tzinfo is not None
+        assert tick.microsecond == 0 and tick.tzinfo is not None
     assert all(missed == 0 for _, missed in seen)
     assert [b - a for a, b in zip(ticks, ticks[1:], strict=False)] == [timedelta(seconds=1)] * (
         len(ticks) - 1
@@ -153,7 +153,7 @@ async def _stale(app: taskflow.TaskFlow, name: str) -> list[int]:
         await anyio.sleep(0.1)
     latest = int(time.time()) // 10 * 10_000
     missed = [latest - 10_000 * i for i in range(4, -1, -1)]
-    await app.redis.hset(app.keys.schedule_state(name), "next", str(missed[0]))
+    await reply(app.redis.hset(app.keys.schedule_state(name), "next", str(missed[0])))
     return missed
 
 

@@ -247,7 +247,8 @@ def main(args: Sequence[str] | None = None) -> int:
 # the command modules use the helpers above, so they are imported (and registered) last
 from .alerts import alerts  # noqa: E402
 from .metrics import metrics  # noqa: E402
+from .schedules import schedules  # noqa: E402
 from .worker import check, worker  # noqa: E402
 
-for _command in (worker, check, metrics, alerts):
+for _command in (worker, check, metrics, alerts, schedules):
     cli.add_command(_command)

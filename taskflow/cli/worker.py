@@ -103,6 +103,11 @@ async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Se
     help="Address for --metrics-port (0.0.0.0 in a container).",
 )
 @click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire the app's schedules in this worker (the others still do).",
+)
+@click.option(
     "--alert-interval",
     type=Duration(),
     help="How often the app's alert rules are evaluated, e.g. 5s "
@@ -117,6 +122,7 @@ def worker(
     lease: timedelta | None,
     metrics_port: int | None,
     metrics_host: str,
+    no_schedules: bool,
     alert_interval: timedelta | None,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT.
@@ -135,6 +141,8 @@ def worker(
     """
     app = open_app(target)
     settings = _worker_settings(app, queues, concurrency, grace, lease, alert_interval)
+    if no_schedules:
+        settings = settings.model_copy(update={"schedules": False})
     services: list[Service] = []
     if metrics_port is not None:
         from ..metrics.prometheus import MetricsServer  # prometheus-client only if asked
