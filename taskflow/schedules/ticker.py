@@ -187,7 +187,7 @@ class ScheduleTicker:
                     self._defs[name].misfire.value,
                 )
             if outcome == "overlap":
-                logger.info("schedule %s: tick skipped, its last job is still running", name)
+                logger.debug("schedule %s: tick skipped, its last job is still running", name)
 
     def _plan(self, schedule: Schedule, cursor: int, now: int) -> _Plan:
         """The jobs to enqueue for the ticks due from ``cursor`` to ``now``, and the
