@@ -517,15 +517,22 @@ class Scripts:
     # -- schedules ------------------------------------------------------------------------
 
     async def schedule_register(
-        self, app: keys.AppKeys, name: str, definition: bytes, version: str, first_ms: int | None
-    ) -> bool:
-        """Store a schedule's definition; True if its cursor was (re)set to ``first_ms``."""
-        reply = await self._call(
+        self,
+        app: keys.AppKeys,
+        name: str,
+        definition: bytes,
+        version: str,
+        first_ms: int | None,
+        pipe: Pipeline | None = None,
+    ) -> Any:
+        """Store a schedule's definition; 1 if its cursor was (re)set to ``first_ms``, else
+        0 (in ``pipe``, the reply comes from its execute())."""
+        return await self._call(
             self._schedule_register,
             [app.schedules, app.schedule_state(name)],
             [name, definition, version, "" if first_ms is None else first_ms],
+            pipe=pipe,
         )
-        return bool(int(reply))
 
     async def schedule_fire(
         self,

@@ -113,7 +113,7 @@ class Schedules:
         if isinstance(task, str):
             task = self.app.get_task(task)
         schedule = build_schedule(task, source="runtime", **options)
-        await self._store(schedule, now_ms())
+        await self._store(schedule, now=now_ms())
         return await self.get(schedule.name)
 
     @redis_errors
@@ -171,9 +171,9 @@ class Schedules:
 
     async def register_declared(self, now: int) -> None:
         """Store the code's schedules (a changed definition replaces the stored one and
-        resets its cursor) and note that this code still declares them."""
-        for schedule in self.declared.values():
-            await self._store(schedule, now)
+        resets its cursor) and note that this code still declares them: one round trip."""
+        if self.declared:
+            await self._store(*self.declared.values(), now=now)
 
     async def load(self) -> dict[str, Schedule]:
         """Every stored definition (an unreadable one is skipped, not fatal)."""
@@ -202,16 +202,18 @@ class Schedules:
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _store(self, schedule: Schedule, now: int) -> None:
-        first = schedule.trigger.after(ms_to_datetime(now) - timedelta(milliseconds=1))
-        first_ms = None if first is None else int(first.timestamp() * 1000)
-        await self.app.scripts.schedule_register(
-            self.app.keys, schedule.name, schedule.encode(), schedule.version, first_ms
-        )
-        await _wait(
-            self.app.redis.hset(self.app.keys.schedule_state(schedule.name), "seen", str(now))
-        )
-        await self.app.redis.publish(self.app.keys.schedule_changes, schedule.name)
+    async def _store(self, *schedules: Schedule, now: int) -> None:
+        app, keys = self.app, self.app.keys
+        async with app.redis.pipeline(transaction=False) as pipe:
+            for schedule in schedules:
+                first = schedule.trigger.after(ms_to_datetime(now) - timedelta(milliseconds=1))
+                first_ms = None if first is None else int(first.timestamp() * 1000)
+                await app.scripts.schedule_register(
+                    keys, schedule.name, schedule.encode(), schedule.version, first_ms, pipe=pipe
+                )
+                pipe.hset(keys.schedule_state(schedule.name), "seen", str(now))
+            pipe.publish(keys.schedule_changes, ",".join(s.name for s in schedules))
+            await pipe.execute()
 
     async def _set(self, name: str, **fields: str) -> None:
         keys = self.app.keys
