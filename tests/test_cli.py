@@ -8,6 +8,7 @@ test_metrics_export.py and test_alerting_example.py.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import logging
@@ -393,3 +394,76 @@ def test_alert_tables_keep_long_names_and_ids_whole_when_piped(tmp_path: Path) -
     finally:
         redis.delete(keys.alert_state(rule), keys.alert_history)
         redis.close()
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+SCHEDULE_MODULE = """
+    from datetime import timedelta
+
+    import taskflow
+
+    app = taskflow.TaskFlow(
+        settings=taskflow.Settings(redis_url={url!r}, embedded="never", default_queue={name!r}),
+        name={name!r},
+    )
+
+
+    @app.periodic(every=timedelta(hours=1))
+    async def hourly() -> str:
+        return "done"
+"""
+
+
+def test_schedules_list_run_pause_resume(modules: Any) -> None:
+    name = f"cli-sched-{uuid.uuid4().hex[:8]}"
+    module = modules(SCHEDULE_MODULE.format(url=REDIS_URL, name=name))
+    target = f"{module}:app"
+    app = importlib.import_module(module).app
+
+    async def register() -> None:  # what a worker does when it starts
+        async with app:
+            await app.schedules.register_declared(now_ms())
+
+    async def clean() -> None:
+        async with app:
+            await app.redis.delete(app.keys.schedules, app.keys.schedule_state("hourly"))
+            await app.redis.delete(f"arq:queue:{name}")
+
+    empty = invoke("schedules", "list", target)
+    assert empty.exit_code == 0 and "no schedules stored" in empty.stdout, empty.output
+    asyncio.run(register())
+    try:
+        listed = invoke("schedules", "list", target)
+        assert listed.exit_code == 0, listed.output
+        assert (
+            "hourly" in listed.stdout and "every 1h" in listed.stdout and "active" in listed.stdout
+        )
+        ran = invoke("schedules", "run", target, "hourly")
+        assert ran.exit_code == 0 and "schedule hourly: job schedule:hourly:now:" in ran.stdout
+        paused = invoke("schedules", "pause", target, "hourly")
+        assert paused.exit_code == 0 and paused.stdout.strip() == "schedule hourly: paused"
+        assert "paused" in invoke("schedules", "list", target).stdout
+        resumed = invoke("schedules", "resume", target, "hourly")
+        assert resumed.exit_code == 0 and resumed.stdout.strip() == "schedule hourly: resumed"
+        missing = invoke("schedules", "pause", target, "nightly")
+        assert missing.exit_code == 1
+        assert "no schedule named 'nightly'; stored: hourly" in missing.output
+    finally:
+        asyncio.run(clean())
+
+
+def test_worker_no_schedules_turns_the_ticker_off(
+    modules: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[taskflow.WorkerSettings] = []
+
+    async def fake_run(app: Any, settings: taskflow.WorkerSettings, services: Any) -> None:
+        seen.append(settings)
+
+    worker_module = importlib.import_module("taskflow.cli.worker")
+    monkeypatch.setattr(worker_module, "_run_worker", fake_run)
+    module = modules(APP_MODULE)
+    assert invoke("worker", f"{module}:app", "--no-schedules").exit_code == 0
+    assert invoke("worker", f"{module}:app").exit_code == 0
+    assert [s.schedules for s in seen] == [False, True]

@@ -119,7 +119,9 @@ async def _act(app: TaskFlow, action: str, name: str) -> str:
 
 
 def _command(action: str, summary: str, detail: str) -> click.Command:
-    @click.command(name=action, context_settings=CONTEXT, short_help=summary, help=detail)
+    @click.command(
+        name=action, context_settings=CONTEXT, short_help=summary, help=f"{summary}\n\n{detail}"
+    )
     @app_argument
     @click.argument("name", metavar="NAME")
     @log_level_option
