@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
@@ -225,3 +226,90 @@ async def test_declaration_errors_name_the_bad_part(
     app.schedule(send, every=timedelta(minutes=1), args=("a@b.c",))
     with pytest.raises(taskflow.ConfigurationError, match="declared already"):
         app.schedule(send, every=timedelta(minutes=2), args=("a@b.c",))
+
+
+async def test_a_changed_definition_replaces_the_stored_one_and_its_cursor(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    old = make()
+    new = make(name=old.name)
+
+    @old.task
+    async def report() -> None: ...
+
+    new.task(name="report")(report.fn)
+    old.schedule(report, every=timedelta(hours=1), name="report")
+    new.schedule(new.get_task("report"), cron="0 6 * * *", tz="Europe/Berlin", name="report")
+    async with old, new:
+        await old.schedules.register_declared(int(time.time() * 1000))
+        before = await old.schedules.get("report")
+        await old.schedules.register_declared(int(time.time() * 1000))  # the same: kept
+        assert (await old.schedules.get("report")).next_fire == before.next_fire
+        await new.schedules.register_declared(int(time.time() * 1000))  # a deploy changed it
+        after = await new.schedules.get("report")
+    assert before.trigger == "every 1h" and after.trigger == "cron 0 6 * * * (Europe/Berlin)"
+    assert after.next_fire is not None
+    assert after.next_fire.astimezone(ZoneInfo("Europe/Berlin")).hour == 6
+
+
+async def test_a_schedule_gone_from_the_code_is_retired_after_the_grace_period(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    old = make()
+    retire = timedelta(seconds=5)
+    new = make(name=old.name, worker=fast_worker(schedule_retire_after=retire))
+
+    @old.task
+    async def legacy() -> None: ...
+
+    @new.periodic(every=timedelta(hours=1))
+    async def current() -> None: ...
+
+    old.schedule(legacy, every=timedelta(hours=1))
+    async with old:
+        await old.schedules.register_declared(int(time.time() * 1000))
+        runtime = await old.schedules.add(legacy, every=timedelta(hours=2), name="added")
+    async with new, new.worker():  # the new code no longer declares `legacy`
+        await anyio.sleep(0.5)
+        kept = {s.name for s in await new.schedules.list()}  # declared 0.5 s ago: kept
+        # as if no running code had declared it for longer than the grace period
+        stale = str(int(time.time() * 1000) - 6_000)
+        await reply(new.redis.hset(new.keys.schedule_state("legacy"), "seen", stale))
+        await new.redis.publish(new.keys.schedule_changes, "legacy")  # reload now
+        await anyio.sleep(0.5)
+        left = {s.name for s in await new.schedules.list()}
+    assert kept == {"legacy", "current", "added"}
+    assert left == {"current", "added"}  # added at run time: never retired
+    assert runtime.source == "runtime"
+
+
+async def test_routes_send_tasks_to_queues_by_name_pattern(
+    make: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = taskflow.TaskFlow(
+        name="routing-test",
+        settings=taskflow.Settings(default_queue="fallback"),
+        routes={"payments.*": "payments", "ai.*": "ai"},
+    )
+
+    @app.task(name="payments.check_overdue")
+    async def check_overdue() -> None: ...
+
+    @app.task(name="payments.refund", queue="refunds")  # an explicit queue wins
+    async def refund() -> None: ...
+
+    @app.task(name="ai.embed")
+    async def embed() -> None: ...
+
+    @app.task
+    async def other() -> None: ...
+
+    assert [t.options.queue for t in (check_overdue, refund, embed, other)] == [
+        "payments",
+        "refunds",
+        "ai",
+        "fallback",
+    ]
+    assert sorted(app.queues) == ["ai", "fallback", "payments", "refunds"]
+    with pytest.raises(taskflow.ConfigurationError, match=r"routes\['x\.\*'\]='bad queue!'"):
+        taskflow.TaskFlow(name="bad-routes", routes={"x.*": "bad queue!"})
