@@ -32,6 +32,7 @@ from .errors import (
     UnknownTask,
 )
 from .graph import Graph
+from .queues import QueueHandle
 from .runs import RunHandle
 from .task import EnqueueOptions, JobHandle, Task, TaskOptions
 
@@ -483,6 +484,10 @@ class Client:
     def graph(self, name: str) -> Graph:
         """A new, empty graph of calls of this app's tasks; see :class:`taskflow.Graph`."""
         return Graph(self, name)
+
+    def queue(self, name: str) -> QueueHandle:
+        """A handle on queue ``name``: pause, resume, move and purge its jobs."""
+        return QueueHandle(self, name)
 
     def run_handle(self, run_id: str) -> RunHandle:
         """Re-attach to a submitted run, from any process."""

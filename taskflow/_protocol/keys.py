@@ -39,6 +39,8 @@ __all__ = (
     "INLINE_PARENTS",
     "ROOTS",
     "SETTLE_BUDGET",
+    "PAUSED",
+    "PAUSED_CHANNEL",
     "REAPING",
     "REAP_ABOVE",
     "REAP_GRACE_MS",
@@ -231,6 +233,12 @@ RUN_FIELDS: Final = (
     "timing",  # hash "idx:s|f|w|a" -> started ms, finished ms, worker id, attempt
     "settle",  # list of JSON [node, state, children done]: trigger rules still to apply
 )
+
+PAUSED: Final = "taskflow:paused"
+"""Set of queue names paused by ``app.queue(name).pause()``: workers claim nothing from them."""
+
+PAUSED_CHANNEL: Final = "taskflow:paused:changed"
+"""Channel: the paused set changed (workers re-read it at once)."""
 
 SETTLING: Final = "taskflow:settling"
 """Sorted set of run ids with rules still to apply (``run:{id}:settle``), by the time by

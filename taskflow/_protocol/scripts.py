@@ -254,6 +254,8 @@ class Scripts:
         self._settle_more = load("settle_more")
         self._cancel_run = load("cancel_run")
         self._submit_run = load("submit_run")
+        self._queue_move = load("queue_move")
+        self._queue_purge = load("queue_purge")
         self._schedule_register = load("schedule_register")
         self._schedule_fire = load("schedule_fire")
 
@@ -513,6 +515,25 @@ class Scripts:
             [run_id, now_ms, retention_ms, lease_ms],
         )
         return None if int(signalled) < 0 else (int(signalled), bool(int(more)))
+
+    # -- queue operations ------------------------------------------------------------------
+
+    async def queue_move(
+        self, source: str, destination: str, limit: int, offset: int
+    ) -> tuple[int, int, int]:
+        """Move up to ``limit`` waiting jobs: ``(moved, held passed by, left to look at)``."""
+        reply = await self._call(
+            self._queue_move, [keys.queue(source), keys.queue(destination)], [limit, offset]
+        )
+        return int(reply[0]), int(reply[1]), int(reply[2])
+
+    async def queue_purge(
+        self, queue: str, before_ms: int, limit: int, offset: int
+    ) -> tuple[int, int, bool]:
+        """Delete up to ``limit`` jobs due at or before ``before_ms``: ``(purged, held passed
+        by, more may be left)``."""
+        reply = await self._call(self._queue_purge, [keys.queue(queue)], [before_ms, limit, offset])
+        return int(reply[0]), int(reply[1]), bool(int(reply[2]))
 
     # -- schedules ------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from .batcher import Batcher
 from .execute import Outcome, Slot, execute
 from .heartbeat import Heartbeat
 from .memory import MemoryPolicyWatch
+from .pauses import PauseWatch
 from .services import Health, JobObserver, Service, ServiceContext
 from .settler import Settler
 from .waker import Waker
@@ -90,11 +91,13 @@ class Worker:
             Waker(),
             Heartbeat(),
             AbortWatcher(),
+            PauseWatch(),
             MemoryPolicyWatch(),
             Settler(),
         ]
         for service in services:
             self.add_service(service)
+        self.paused: frozenset[str] = frozenset()  #: of its queues, those it claims nothing from
         self._broken_logged: dict[str, float] = {}  #: queue -> when its error was last logged
         self._skipped: dict[str, float] = {}  #: job id -> until when claims pass it by
         self._missing_tasks: set[str] = set()  #: task names met here but not registered
@@ -143,6 +146,7 @@ class Worker:
             health=self.health,
             jobs=self,
             wake=self.wake,
+            set_paused=self.set_paused,
         )
 
     def __repr__(self) -> str:
@@ -279,9 +283,13 @@ class Worker:
                 await self._sleep(None)
                 continue
             limit = min(free, _CLAIM_MAX)
+            serving = [q for q in order if q not in self.paused] if self.paused else order
+            if not serving:  # every queue paused: wait for a resume (it wakes the loop)
+                await self._sleep(poll)
+                continue
             try:
                 claimed = await self.app.scripts.claim(
-                    order,
+                    serving,
                     now_ms(),
                     limit,
                     self.id,
@@ -312,6 +320,17 @@ class Worker:
             # wait for a wake-up or a poll
             if len(claimed) < limit and started < keys.CLAIM_NODE_STARTS:
                 await self._sleep(poll)
+
+    def set_paused(self, paused: frozenset[str]) -> None:
+        """Claim nothing from ``paused`` (of this worker's queues) from the next claim on."""
+        paused = paused & frozenset(self.queues)
+        if paused != self.paused:
+            for queue in sorted(paused - self.paused):
+                logger.info("queue %s paused: no more claims from it", queue)
+            for queue in sorted(self.paused - paused):
+                logger.info("queue %s resumed", queue)
+            self.paused = paused
+            self.wake()
 
     def skip_job(self, job_id: str, task: str) -> bool:
         """Pass ``job_id`` by in claims for a few seconds: its ``task`` is not registered

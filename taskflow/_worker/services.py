@@ -174,6 +174,8 @@ class ServiceContext:
     health: Health
     jobs: JobSlots
     wake: Callable[[], None]  #: make the job loop look at the queues now
+    #: tell the job loop which of its queues are paused (it claims nothing from them)
+    set_paused: Callable[[frozenset[str]], None] = lambda _paused: None
 
     @property
     def redis(self) -> ArqRedis:
