@@ -24,6 +24,7 @@ from ._protocol.codecs import JobPayload, JobResult, encode_job, encode_result
 from ._protocol.scripts import Scripts
 from .config import Backoff, Settings, build, parse_duration, settings_from_env
 from .connection import open_redis, redact
+from .dead_letters import DeadLetters
 from .errors import (
     ConfigurationError,
     FailureKind,
@@ -484,6 +485,11 @@ class Client:
     def graph(self, name: str) -> Graph:
         """A new, empty graph of calls of this app's tasks; see :class:`taskflow.Graph`."""
         return Graph(self, name)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Jobs that failed for good: list, get, retry, purge (see :mod:`taskflow.dead_letters`)."""
+        return DeadLetters(self)
 
     def queue(self, name: str) -> QueueHandle:
         """A handle on queue ``name``: pause, resume, move and purge its jobs."""

@@ -332,6 +332,11 @@ class Settings(BaseModel):
         timedelta(days=1),
         description="How long a queued job may wait past its scheduled time before it expires.",
     )
+    dead_letter_ttl: _NotNegative = Field(
+        timedelta(days=7),
+        description="How long a job that failed for good is kept as a dead letter, to "
+        "inspect and retry (0 keeps none).",
+    )
     run_retention: _Positive = Field(
         timedelta(days=1),
         description="How long a graph run's state is kept after the run ends.",

@@ -165,6 +165,7 @@ class AppKeys:
         "alert_ids",
         "alert_state_prefix",
         "app",
+        "dead_letters",
         "evictions",
         "schedule_changes",
         "schedule_prefix",
@@ -190,6 +191,8 @@ class AppKeys:
         self.alert_ids = self.prefix + "alerts:ids"
         """Hash alert id -> rule name."""
         self.alert_state_prefix = self.prefix + "alert:state:"
+        self.dead_letters = self.prefix + "dead"
+        """Sorted set job id -> when it failed for good (ms): the app's dead letters."""
         self.schedules = self.prefix + "schedules"
         """Hash schedule name -> its definition (JSON, ``schedules.manager``)."""
         self.schedule_prefix = self.prefix + "schedule:"
@@ -208,6 +211,10 @@ class AppKeys:
     def metrics_bucket(self, width_s: int, start_ms: int) -> str:
         """Hash of job metrics for one resolution (bucket width) and one time bucket."""
         return f"{self.prefix}metrics:{width_s}s:{start_ms}"
+
+    def dead_letter(self, job_id: str) -> str:
+        """Hash of one dead letter: the job's payload as stored, and its record (JSON)."""
+        return f"{self.prefix}dead:{job_id}"
 
     def schedule_state(self, name: str) -> str:
         """Hash of one schedule's state: next tick, last tick and job, paused, skip counts."""

@@ -358,15 +358,19 @@ class Scripts:
         result: bytes = b"",
         result_ttl_ms: int = -1,
         score_ms: int = 0,
+        dead: tuple[keys.AppKeys, bytes, int, int] | None = None,
         via: Caller | None = None,
     ) -> FinishReply:
-        """End one attempt of a plain job (see ``lua/finish.lua``)."""
-        reply = await self._call(
-            self._finish,
-            _job_keys(job_id, queue),
-            [token, mode, job_id, result, result_ttl_ms, score_ms],
-            via,
-        )
+        """End one attempt of a plain job (see ``lua/finish.lua``); ``dead``: it failed for
+        good, keep it as a dead letter of that app: ``(app keys, record, retention ms,
+        now ms)``."""
+        script_keys = _job_keys(job_id, queue)
+        args: list[Any] = [token, mode, job_id, result, result_ttl_ms, score_ms]
+        if dead is not None:
+            app, record, keep_ms, now = dead
+            script_keys += [app.dead_letters, app.dead_letter(job_id)]
+            args += [record, keep_ms, now]
+        reply = await self._call(self._finish, script_keys, args, via)
         return FinishReply(int(reply))
 
     async def abort(

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
@@ -40,6 +41,7 @@ from .meter import JobSample, Metered, rss_bytes
 
 if TYPE_CHECKING:
     from .._client import Client
+    from .._protocol.keys import AppKeys
     from ..config import WorkerSettings
     from .batcher import Batcher
     from .services import Health, JobObserver
@@ -413,6 +415,7 @@ async def _record(
                 via=worker.batcher,
             )
     else:
+        dead = _dead_letter(worker, claim, payload, outcome, start, finish)
 
         async def call() -> FinishReply:
             return await worker.app.scripts.finish(
@@ -423,6 +426,7 @@ async def _record(
                 result=result,
                 result_ttl_ms=ttl,
                 score_ms=score,
+                dead=dead,
                 via=worker.batcher,
             )
 
@@ -432,6 +436,32 @@ async def _record(
         await _note_lease_lost(worker, claim, slot.run)
     elif reply is FinishReply.MORE and node is not None:
         await settle_run(worker.app, node[0], worker.settings.lease)
+
+
+def _dead_letter(
+    worker: Runner,
+    claim: Claimed,
+    payload: JobPayload | None,
+    outcome: Outcome,
+    start: int,
+    finish: int,
+) -> tuple[AppKeys, bytes, int, int] | None:
+    """A job that failed for good is kept as a dead letter (``app.dead_letters``): its
+    error, attempts and times here; its payload, as stored, is copied by the script."""
+    keep = worker.app.settings.dead_letter_ttl
+    if outcome.mode != "done" or outcome.status != "failed" or keep <= timedelta(0):
+        return None
+    record = {
+        "task": payload.task if payload else "",
+        "queue": claim.queue,
+        "error": outcome.value,
+        "attempts": claim.attempt,
+        "enqueue_ms": payload.enqueue_ms if payload else 0,
+        "start_ms": start,
+        "failed_ms": finish,
+        "worker": worker.id,
+    }
+    return worker.app.keys, dumps(record), int(keep.total_seconds() * 1000), finish
 
 
 def _score(outcome: Outcome, finish: int) -> int:
