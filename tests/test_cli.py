@@ -36,8 +36,8 @@ from taskflow.cli._params import Duration
 from tests.apps.shared import REDIS_URL
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="taskflow")
+def invoke(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="taskflow", input=input)
 
 
 def command_paths(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -467,3 +467,81 @@ def test_worker_no_schedules_turns_the_ticker_off(
     assert invoke("worker", f"{module}:app", "--no-schedules").exit_code == 0
     assert invoke("worker", f"{module}:app").exit_code == 0
     assert [s.schedules for s in seen] == [False, True]
+
+
+# -- queues and dead letters ------------------------------------------------------------------
+
+OPS_MODULE = """
+    import taskflow
+
+    app = taskflow.TaskFlow(
+        settings=taskflow.Settings(redis_url={url!r}, embedded="never", default_queue={name!r}),
+        name={name!r},
+    )
+    broken = {{"yes": True}}
+
+
+    @app.task
+    async def flaky(order: str) -> str:
+        if broken["yes"]:
+            raise ValueError("gateway refused " + order)
+        return order + " done"
+"""
+
+
+def test_dlq_list_show_retry_purge_and_queue_commands_end_to_end(modules: Any) -> None:
+    name = f"cli-ops-{uuid.uuid4().hex[:8]}"
+    module = importlib.import_module(modules(OPS_MODULE.format(url=REDIS_URL, name=name)))
+    app, target = module.app, f"{module.__name__}:app"
+
+    async def fail_two() -> list[str]:
+        async with app, app.worker():
+            jobs = [await app.enqueue("flaky", f"o-{i}") for i in range(2)]
+            for job in jobs:
+                with pytest.raises(taskflow.TaskFailed):
+                    await job.result(timeout=10)
+            return [j.job_id for j in jobs]
+
+    async def run_retried(job_id: str) -> str:
+        async with app, app.worker():
+            return str(await app.job(job_id).result(timeout=10))
+
+    async def clean() -> None:
+        async with app:
+            await app.dead_letters.purge()
+            await app.redis.delete(f"arq:queue:{name}", f"arq:queue:{name}-b")
+
+    first, second = asyncio.run(fail_two())
+    try:
+        listed = invoke("dlq", "list", target)
+        assert listed.exit_code == 0 and first in listed.stdout and second in listed.stdout
+        assert "ValueError: gateway refused" in listed.stdout
+        shown = invoke("dlq", "show", target, first)
+        assert shown.exit_code == 0 and "task flaky" in shown.stdout
+        assert "Traceback" in shown.stdout and "gateway refused o-0" in shown.stdout
+        assert invoke("dlq", "show", target, "nope").exit_code == 1
+        module.broken["yes"] = False  # fixed: replay the first
+        retried = invoke("dlq", "retry", target, first)
+        assert retried.exit_code == 0 and f"job {first}: back on queue {name}" in retried.stdout
+        assert asyncio.run(run_retried(first)) == "o-0 done"
+        refused = invoke("dlq", "purge", target, input="n\n")
+        assert refused.exit_code == 1 and "nothing done" in refused.output
+        purged = invoke("dlq", "purge", target, "--yes")
+        assert purged.exit_code == 0 and "1 dead letters deleted" in purged.stdout
+        assert "no dead letters" in invoke("dlq", "list", target).stdout
+        # queues: pause, resume, move and purge with confirmation
+        assert invoke("queues", "pause", target, name).stdout.strip() == f"queue {name}: paused"
+        assert invoke("queues", "resume", target, name).stdout.strip() == f"queue {name}: resumed"
+
+        async def enqueue_three() -> None:
+            async with app:
+                for i in range(3):
+                    await app.enqueue("flaky", f"w-{i}")
+
+        asyncio.run(enqueue_three())
+        moved = invoke("queues", "move", target, name, f"{name}-b", "--limit", "2", input="y\n")
+        assert "move up to 2 waiting jobs" in moved.stdout and "2 jobs moved" in moved.stdout
+        purged_q = invoke("queues", "purge", target, f"{name}-b", "--yes")
+        assert purged_q.exit_code == 0 and "2 jobs deleted" in purged_q.stdout
+    finally:
+        asyncio.run(clean())

@@ -247,8 +247,9 @@ def main(args: Sequence[str] | None = None) -> int:
 # the command modules use the helpers above, so they are imported (and registered) last
 from .alerts import alerts  # noqa: E402
 from .metrics import metrics  # noqa: E402
+from .queues import dlq, queues  # noqa: E402
 from .schedules import schedules  # noqa: E402
 from .worker import check, worker  # noqa: E402
 
-for _command in (worker, check, metrics, alerts, schedules):
+for _command in (worker, check, metrics, alerts, schedules, queues, dlq):
     cli.add_command(_command)
