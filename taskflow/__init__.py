@@ -6,6 +6,7 @@ arguments, and run workers that pull them from Redis.
 
 from __future__ import annotations
 
+from . import _version
 from ._protocol.codecs import JobResult
 from ._registry import WorkerInfo, live_workers
 from ._worker import JobObserver, JobSample, Service, ServiceContext, Worker
@@ -100,4 +101,4 @@ __all__ = (
     "live_workers",
 )
 
-__version__ = "0.1.0"
+__version__ = _version.__version__

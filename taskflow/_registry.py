@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +29,12 @@ class WorkerInfo:
     started_ms: int
     beat_ms: int
     counts: dict[str, int]
+    #: running jobs per queue, the event loop's lag at the last heartbeat (s), the version
+    #: of taskflow it runs (empty from workers older than these fields)
+    running_by_queue: dict[str, int] = field(default_factory=dict)
+    loop_lag: float = 0.0
+    version: str = ""
+    tasks: list[str] = field(default_factory=list)  #: the task names it registers
 
 
 @redis_errors
@@ -47,7 +53,10 @@ async def live_workers(redis: Redis, app: str | keys.AppKeys) -> list[WorkerInfo
             dead.append(worker_id)
             continue
         data: dict[str, Any] = orjson.loads(raw)
-        alive.append(WorkerInfo(**data))
+        alive.append(WorkerInfo(**{k: v for k, v in data.items() if k in _FIELDS}))
     if dead:
         await redis.zrem(scope.workers, *dead)
     return alive
+
+
+_FIELDS = frozenset(f.name for f in fields(WorkerInfo))

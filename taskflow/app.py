@@ -13,6 +13,7 @@ from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.summary import SummaryLogger
+from .monitor import Monitor
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
 from .task import Task
 
@@ -46,6 +47,11 @@ class TaskFlow(Client):
 
     _alerts: AlertManager | None = None
     _schedules: Schedules | None = None
+
+    @property
+    def monitor(self) -> Monitor:
+        """Live queue health, workers and stuck jobs (see :mod:`taskflow.monitor`)."""
+        return Monitor(self)
 
     @property
     def schedules(self) -> Schedules:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import anyio
@@ -15,6 +16,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from .._clock import now_ms
 from .._protocol.scripts import claim_token
+from .._version import __version__
 from ..connection import CONNECTION_ERRORS
 from ..errors import RedisOutOfMemory
 
@@ -33,6 +35,7 @@ class Heartbeat:
     """
 
     name = "heartbeat"
+    lag = 0.0  #: how late the last heartbeat woke (s): the event loop's lag
 
     async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
         await self.beat(ctx)
@@ -42,6 +45,7 @@ class Heartbeat:
             asked = anyio.current_time() + interval
             await anyio.sleep(interval)
             late = anyio.current_time() - asked
+            self.lag = max(0.0, late)
             if late > interval:  # the event loop was blocked (a body that does not await)
                 ctx.health.note_stall(late)
                 logger.warning(
@@ -67,6 +71,10 @@ class Heartbeat:
             "started_ms": jobs.started_ms,
             "beat_ms": now,
             "counts": dict(jobs.counts),
+            "running_by_queue": dict(Counter(s.claim.queue for s in jobs.running.values())),
+            "loop_lag": round(self.lag, 3),
+            "version": __version__,
+            "tasks": sorted(ctx.client.tasks),
         }
         try:
             async with ctx.redis.pipeline(transaction=False) as pipe:
