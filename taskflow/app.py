@@ -15,6 +15,7 @@ from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.summary import SummaryLogger
 from .monitor import Monitor
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
+from .slas import Slas, SlaTarget
 from .task import Task
 
 P = ParamSpec("P")
@@ -47,6 +48,32 @@ class TaskFlow(Client):
 
     _alerts: AlertManager | None = None
     _schedules: Schedules | None = None
+    _slas: Slas | None = None
+
+    @property
+    def slas(self) -> Slas:
+        """The app's SLA targets and their check (see :mod:`taskflow.slas`)."""
+        if self._slas is None:
+            self._slas = Slas(self)
+        return self._slas
+
+    def sla(
+        self,
+        *,
+        task: str | Task[Any, Any] | None = None,
+        queue: str | None = None,
+        run_time_p95: timedelta | None = None,
+        wait_p95: timedelta | None = None,
+        failure_rate: float | None = None,
+        min_throughput_per_min: float | None = None,
+    ) -> SlaTarget:
+        """Declare SLA targets for a task and/or a queue: run time p95, queue wait p95,
+        failure rate (0-1) and minimum attempts per minute; check them with
+        ``await app.slas.check(since=...)`` or an alert on ``sla_missed``."""
+        name = task.name if isinstance(task, Task) else task
+        return self.slas.add(
+            SlaTarget(name, queue, run_time_p95, wait_p95, failure_rate, min_throughput_per_min)
+        )
 
     @property
     def monitor(self) -> Monitor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -545,3 +546,37 @@ def test_dlq_list_show_retry_purge_and_queue_commands_end_to_end(modules: Any) -
         assert purged_q.exit_code == 0 and "2 jobs deleted" in purged_q.stdout
     finally:
         asyncio.run(clean())
+
+
+SLA_MODULE = """
+    from datetime import timedelta
+
+    import taskflow
+
+    app = taskflow.TaskFlow(
+        settings=taskflow.Settings(redis_url={url!r}, embedded="never"), name={name!r}
+    )
+
+
+    @app.task
+    async def report() -> None: ...
+
+
+    app.sla(task=report, min_throughput_per_min=100, run_time_p95=timedelta(seconds=1))
+"""
+
+
+def test_sla_check_prints_the_targets_and_exits_1_on_a_miss(modules: Any) -> None:
+    name = f"cli-sla-{uuid.uuid4().hex[:8]}"
+    module = modules(SLA_MODULE.format(url=REDIS_URL, name=name))
+    done = invoke("sla", "check", f"{module}:app", "--since", "1h")
+    assert done.exit_code == 1, done.output
+    assert "throughput_per_min" in done.stdout and "MISSED" in done.stdout
+    assert "no data" in done.stdout  # the run time of a task that never ran
+    as_json = invoke("sla", "check", f"{module}:app", "--json")
+    assert as_json.exit_code == 1
+    report = json.loads(as_json.stdout)
+    assert report["met"] is False and len(report["results"]) == 2
+    bare = modules(APP_MODULE)
+    refused = invoke("sla", "check", f"{bare}:app")
+    assert refused.exit_code == 1 and "declares no SLA targets" in refused.output

@@ -61,10 +61,12 @@ METRICS: Mapping[str, str] = {
     "loop_lag": "worst event-loop lag in seconds reported by any worker in the window",
     "redis_evicted_keys": "keys Redis evicted in the window (maxmemory under an evicting "
     "policy: jobs and results among them), as workers read Redis's counter each minute",
+    "sla_missed": "SLA targets (app.sla) missed over the window (task= for one task's)",
 }
 _QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
 _SYSTEM_METRICS = {"system_cpu", "system_memory", "loop_lag"}
 _SERVER_METRICS = {"redis_evicted_keys"}
+_SLA_METRICS = {"sla_missed"}
 
 
 def _channels(value: Any) -> tuple[Any, ...]:
@@ -138,6 +140,8 @@ class Condition(BaseModel):
             raise ValueError(f"metric {self.metric!r} does not take task=")
         if self.queue and self.metric in _SYSTEM_METRICS:
             raise ValueError(f"metric {self.metric!r} is host-wide: it does not take queue=")
+        if self.queue and self.metric in _SLA_METRICS:
+            raise ValueError(f"metric {self.metric!r} takes task= only (targets name their queue)")
         if self.queue and self.metric in _SERVER_METRICS:
             raise ValueError(f"metric {self.metric!r} is Redis-wide: it does not take queue=")
         return self

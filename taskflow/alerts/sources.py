@@ -48,6 +48,12 @@ class Measurer:
             return await self._system(metric, c)
         if metric == "redis_evicted_keys":
             return await self._evicted(c)
+        if metric == "sla_missed":
+            slas = getattr(self.app, "slas", None)  # TaskFlow has them; a bare client none
+            if slas is None or not slas.targets:
+                return None
+            report = await slas.check(since=c.window, task=c.task)
+            return float(len(report.missed))
         summary = await Metrics(self.app).summary(task=c.task, queue=c.queue, since=c.window)
         if metric == "failure_rate":
             return summary.failure_rate if summary.count else None

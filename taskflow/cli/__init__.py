@@ -249,8 +249,9 @@ from .alerts import alerts  # noqa: E402
 from .metrics import metrics  # noqa: E402
 from .queues import dlq, queues  # noqa: E402
 from .schedules import schedules  # noqa: E402
+from .sla import sla  # noqa: E402
 from .status import status  # noqa: E402
 from .worker import check, worker  # noqa: E402
 
-for _command in (worker, check, status, metrics, alerts, schedules, queues, dlq):
+for _command in (worker, check, status, metrics, alerts, schedules, queues, dlq, sla):
     cli.add_command(_command)
