@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
+import anyio
+
 from ._clock import now_ms
 from ._listener import ResultListener
 from ._options import check_queue, duration_option
@@ -334,7 +336,10 @@ class Client:
         self._listener = None
         self._embedded = False
         if stack is not None:
-            await stack.aclose()
+            # shielded: closed because its task was cancelled, the app still releases its
+            # connections (and any embedded server) instead of leaving them to the GC
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
 
     @property
     def is_open(self) -> bool:

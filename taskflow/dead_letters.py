@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._client import Client
 
-__all__ = ("DeadLetter", "DeadLetters")
+__all__ = ("DeadLetter", "DeadLetters", "ErrorGroup")
 
 _PAGE = 200
 _Found = list[tuple[str, "DeadLetter"]]
@@ -59,6 +59,18 @@ class DeadLetter:
         return str(self.error.get("message", ""))
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """Failures for good of one task with one error type: a burst is one line."""
+
+    task: str
+    error_type: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample: str  #: the latest one's message and traceback (truncated)
+
+
 class DeadLetters:
     """The app's dead letters, from any process with the app open."""
 
@@ -79,6 +91,33 @@ class DeadLetters:
                 if len(out) >= limit:
                     break
         return out
+
+    @redis_errors
+    async def errors(self) -> Sequence[ErrorGroup]:
+        """Failures for good grouped by task and error type, the most frequent first (kept
+        while failures keep coming: a group leaves ``dead_letter_ttl`` after the app's last
+        failure)."""
+        raw = await cast(
+            "Awaitable[dict[bytes, bytes]]", self.app.redis.hgetall(self.app.keys.error_groups)
+        )
+        fields: dict[str, dict[str, str]] = {}
+        for key, value in raw.items():
+            group, _, part = key.decode().rpartition(":")
+            fields.setdefault(group, {})[part] = value.decode()
+        out = []
+        for group, f in fields.items():
+            task, _, error_type = group.partition("\x1f")
+            out.append(
+                ErrorGroup(
+                    task=task,
+                    error_type=error_type,
+                    count=int(f.get("n", 0)),
+                    first_seen=ms_to_datetime(int(f.get("first", 0))),
+                    last_seen=ms_to_datetime(int(f.get("last", 0))),
+                    sample=f.get("sample", ""),
+                )
+            )
+        return sorted(out, key=lambda g: (-g.count, g.task, g.error_type))
 
     @redis_errors
     async def count(self) -> int:

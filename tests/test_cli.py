@@ -530,6 +530,9 @@ def test_dlq_list_show_retry_purge_and_queue_commands_end_to_end(modules: Any) -
         purged = invoke("dlq", "purge", target, "--yes")
         assert purged.exit_code == 0 and "1 dead letters deleted" in purged.stdout
         assert "no dead letters" in invoke("dlq", "list", target).stdout
+        grouped = invoke("dlq", "errors", target)
+        assert grouped.exit_code == 0 and "ValueError" in grouped.stdout
+        assert "gateway refused" in grouped.stdout
         # queues: pause, resume, move and purge with confirmation
         assert invoke("queues", "pause", target, name).stdout.strip() == f"queue {name}: paused"
         assert invoke("queues", "resume", target, name).stdout.strip() == f"queue {name}: resumed"

@@ -156,3 +156,27 @@ async def test_no_dead_letters_when_their_ttl_is_zero(
         with pytest.raises(taskflow.TaskFailed):
             await (await boom.enqueue()).result(timeout=TIMEOUT)
         assert await app.dead_letters.count() == 0
+
+
+async def test_a_burst_of_one_error_is_one_group(make: Callable[..., taskflow.TaskFlow]) -> None:
+    app = make()
+
+    @app.task(retries=0)
+    async def sync(account: int) -> None:
+        if account % 2:
+            raise TimeoutError(f"account {account}: provider timed out")
+        raise KeyError(account)
+
+    async with app, app.worker():
+        jobs = [await sync.enqueue(i) for i in range(30)]
+        for job in jobs:
+            with pytest.raises(taskflow.TaskFailed):
+                await job.result(timeout=TIMEOUT)
+        groups = await app.dead_letters.errors()
+    assert [(g.task, g.error_type, g.count) for g in groups] == [
+        ("sync", "KeyError", 15),
+        ("sync", "TimeoutError", 15),
+    ]
+    timeout = groups[1]
+    assert timeout.first_seen <= timeout.last_seen
+    assert "provider timed out" in timeout.sample and "Traceback" in timeout.sample

@@ -118,5 +118,6 @@ async def test_the_status_screen_once_and_watching(
     for part in ("queues", queue_name, "workers", "schedules", "hourly-report", "every 1h"):
         assert part in text, part
     assert "recent failures" in text and "ValueError: kaboom" in text
+    assert "errors" in text and "boom" in text
     watched = live.export_text()
     assert watched.count("recent failures") >= 1 and queue_name in watched

@@ -166,6 +166,7 @@ class AppKeys:
         "alert_state_prefix",
         "app",
         "dead_letters",
+        "error_groups",
         "evictions",
         "schedule_changes",
         "schedule_prefix",
@@ -193,6 +194,8 @@ class AppKeys:
         self.alert_state_prefix = self.prefix + "alert:state:"
         self.dead_letters = self.prefix + "dead"
         """Sorted set job id -> when it failed for good (ms): the app's dead letters."""
+        self.error_groups = self.prefix + "errors"
+        """Hash of failures for good grouped by task and error type (``<group>:n|first|...``)."""
         self.schedules = self.prefix + "schedules"
         """Hash schedule name -> its definition (JSON, ``schedules.manager``)."""
         self.schedule_prefix = self.prefix + "schedule:"

@@ -358,18 +358,18 @@ class Scripts:
         result: bytes = b"",
         result_ttl_ms: int = -1,
         score_ms: int = 0,
-        dead: tuple[keys.AppKeys, bytes, int, int] | None = None,
+        dead: tuple[keys.AppKeys, bytes, int, int, str, str] | None = None,
         via: Caller | None = None,
     ) -> FinishReply:
         """End one attempt of a plain job (see ``lua/finish.lua``); ``dead``: it failed for
         good, keep it as a dead letter of that app: ``(app keys, record, retention ms,
-        now ms)``."""
+        now ms, error group, error sample)``."""
         script_keys = _job_keys(job_id, queue)
         args: list[Any] = [token, mode, job_id, result, result_ttl_ms, score_ms]
         if dead is not None:
-            app, record, keep_ms, now = dead
-            script_keys += [app.dead_letters, app.dead_letter(job_id)]
-            args += [record, keep_ms, now]
+            app, record, keep_ms, now, group, sample = dead
+            script_keys += [app.dead_letters, app.dead_letter(job_id), app.error_groups]
+            args += [record, keep_ms, now, group, sample]
         reply = await self._call(self._finish, script_keys, args, via)
         return FinishReply(int(reply))
 

@@ -438,6 +438,9 @@ async def _record(
         await settle_run(worker.app, node[0], worker.settings.lease)
 
 
+_SAMPLE_CHARS = 4000  # of an error group's sample: its message and traceback
+
+
 def _dead_letter(
     worker: Runner,
     claim: Claimed,
@@ -445,7 +448,7 @@ def _dead_letter(
     outcome: Outcome,
     start: int,
     finish: int,
-) -> tuple[AppKeys, bytes, int, int] | None:
+) -> tuple[AppKeys, bytes, int, int, str, str] | None:
     """A job that failed for good is kept as a dead letter (``app.dead_letters``): its
     error, attempts and times here; its payload, as stored, is copied by the script."""
     keep = worker.app.settings.dead_letter_ttl
@@ -461,7 +464,11 @@ def _dead_letter(
         "failed_ms": finish,
         "worker": worker.id,
     }
-    return worker.app.keys, dumps(record), int(keep.total_seconds() * 1000), finish
+    error = outcome.value if isinstance(outcome.value, dict) else {}
+    group = f"{record['task']}\x1f{error.get('type', '?')}"
+    sample = f"{error.get('message', '')}\n{error.get('traceback', '')}"[:_SAMPLE_CHARS]
+    keep_ms = int(keep.total_seconds() * 1000)
+    return worker.app.keys, dumps(record), keep_ms, finish, group, sample
 
 
 def _score(outcome: Outcome, finish: int) -> int:

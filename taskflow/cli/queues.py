@@ -305,3 +305,39 @@ def purge_dead(
         backend="asyncio",
     )
     click.echo(f"{purged} dead letters deleted")
+
+
+@dlq.command(context_settings=CONTEXT, short_help="Failures grouped by task and error type.")
+@app_argument
+@log_level_option
+def errors(target: str) -> None:
+    """Failures grouped by task and error type.
+
+    One line per task and error type, the most frequent first: how many, first and last
+    seen, and the latest one's message; a burst of one error is one line.
+
+    \b
+    Example:
+      taskflow dlq errors myapp.tasks:app
+    """
+    groups = anyio.run(
+        _with, open_app(target), lambda a: a.dead_letters.errors(), backend="asyncio"
+    )
+    out = console()
+    if not groups:
+        out.print("no failures kept")
+        return
+    table = Table(title="failures by task and error (times in UTC)")
+    for column in ("task", "error", "count", "first seen", "last seen", "latest message"):
+        table.add_column(column)
+    for g in groups:
+        message = g.sample.split("\n", 1)[0]
+        table.add_row(
+            escape(g.task),
+            escape(g.error_type),
+            str(g.count),
+            f"{g.first_seen:{_TIME}}",
+            f"{g.last_seen:{_TIME}}",
+            escape(message[:100]),
+        )
+    out.print(table)

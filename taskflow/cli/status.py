@@ -3,6 +3,7 @@ firing alerts and recent failures; --watch redraws it. See docs/operations.md.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..app import TaskFlow
-from ..dead_letters import DeadLetter
+from ..dead_letters import DeadLetter, ErrorGroup
 from ..monitor import QueueHealth, StuckJob, WorkerHealth
 from ..schedules import ScheduleInfo
 from . import CONTEXT, app_argument, console, log_level_option, open_app
@@ -33,6 +34,7 @@ class Snapshot:
     schedules: list[ScheduleInfo]
     alerts: list[tuple[str, str, str]]  #: rule, state, since
     failures: list[DeadLetter]
+    errors: Sequence[ErrorGroup] = ()
 
 
 async def snapshot(app: TaskFlow) -> Snapshot:
@@ -49,6 +51,7 @@ async def snapshot(app: TaskFlow) -> Snapshot:
         schedules=await app.schedules.list(),
         alerts=alerts,
         failures=await app.dead_letters.list(limit=10),
+        errors=(await app.dead_letters.errors())[:5],
     )
 
 
@@ -138,6 +141,12 @@ def render(s: Snapshot) -> Group:
         parts.append(
             _table("alerts", ("rule", "state"), [[escape(r), st] for r, st, _ in s.alerts])
         )
+    if s.errors:
+        rows = [
+            [escape(g.task), escape(g.error_type), str(g.count), f"{g.last_seen:{_TIME}}"]
+            for g in s.errors
+        ]
+        parts.append(_table("errors", ("task", "error", "count", "last seen"), rows))
     rows = [
         [
             f"{d.failed:{_TIME}}",
