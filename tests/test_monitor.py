@@ -15,6 +15,7 @@ from rich.console import Console
 import taskflow
 from taskflow._protocol import keys
 from taskflow.cli.status import _watch, render, snapshot
+from taskflow.cli.worker import _check
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,3 +122,26 @@ async def test_the_status_screen_once_and_watching(
     assert "errors" in text and "boom" in text
     watched = live.export_text()
     assert watched.count("recent failures") >= 1 and queue_name in watched
+
+
+async def test_check_fails_over_max_depth_and_max_lag(
+    make_app: Callable[..., taskflow.TaskFlow],
+    queue_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app = make_app()
+
+    @app.task
+    async def work() -> None: ...
+
+    async with app:
+        for _ in range(3):
+            await work.enqueue()
+    checker = make_app()
+    assert await _check(checker, [], None, {queue_name: 2}) == 1
+    assert f"{queue_name}: 3 ready job(s) OVER --max-depth 2" in capsys.readouterr().out
+    checker = make_app()
+    assert await _check(checker, [], timedelta(seconds=5), {queue_name: 3}) == 0
+    assert f"{queue_name}: 3 ready job(s) ok" in capsys.readouterr().out
+    async with app:
+        await app.queue(queue_name).purge()

@@ -117,6 +117,11 @@ class Worker:
         self._outer: TaskGroup | None = None
         self._owns_app = False
 
+    @property
+    def is_running(self) -> bool:
+        """Started and not stopped (its job loop and services are up)."""
+        return self._state is _State.RUNNING
+
     def add_service(self, service: Service) -> None:
         """Run ``service`` beside the job loop; only before the worker starts.
 

@@ -11,7 +11,9 @@ import anyio
 import click
 from redis.exceptions import RedisError
 
-from .._registry import live_workers
+from .._clock import now_ms
+from .._protocol import keys
+from .._registry import WorkerInfo, live_workers
 from .._worker import Service
 from .._worker.memory import redis_state
 from ..app import TaskFlow
@@ -151,7 +153,12 @@ def worker(
     anyio.run(_run_worker, app, settings, services, backend="asyncio")
 
 
-async def _check(app: TaskFlow, queues: list[str]) -> int:
+async def _check(
+    app: TaskFlow,
+    queues: list[str],
+    max_lag: timedelta | None = None,
+    max_depth: dict[str, int] | None = None,
+) -> int:
     async with app:
         workers = await live_workers(app.redis, app.keys)
         try:
@@ -159,18 +166,65 @@ async def _check(app: TaskFlow, queues: list[str]) -> int:
         except RedisError as exc:  # INFO disabled (some managed services): nothing to say
             server = None
             click.echo(f"redis {redact(app.settings.redis_url)}: state unknown ({exc})")
+        depths = {}
+        if max_depth:
+            now = now_ms()
+            for queue in max_depth:
+                depths[queue] = int(await app.redis.zcount(keys.queue(queue), "-inf", now))
     status = 0
     if server is not None:
         click.echo(f"redis {redact(app.settings.redis_url)}: {server.describe()}")
         status = 0 if server.healthy else 1
-    served = {q for w in workers for q in w.queues}
+    return max(
+        status,
+        _served(queues, workers),
+        _deep(depths, max_depth or {}),
+        _lagging(workers, max_lag),
+    )
+
+
+def _served(queues: list[str], workers: list[WorkerInfo]) -> int:
+    status = 0
     for queue in queues:
         count = sum(queue in w.queues for w in workers)
-        mark = "ok" if queue in served else "NO LIVE WORKER"
-        click.echo(f"{queue}: {count} live worker(s) {mark}")
-        if queue not in served:
-            status = 1
+        click.echo(f"{queue}: {count} live worker(s) {'ok' if count else 'NO LIVE WORKER'}")
+        status = status if count else 1
     return status
+
+
+def _deep(depths: dict[str, int], limits: dict[str, int]) -> int:
+    status = 0
+    for queue, limit in limits.items():
+        over = depths[queue] > limit
+        mark = f"OVER --max-depth {limit}" if over else "ok"
+        click.echo(f"{queue}: {depths[queue]} ready job(s) {mark}")
+        status = 1 if over else status
+    return status
+
+
+def _lagging(workers: list[WorkerInfo], max_lag: timedelta | None) -> int:
+    if max_lag is None:
+        return 0
+    late = [w for w in workers if w.loop_lag > max_lag.total_seconds()]
+    for w in late:
+        click.echo(
+            f"worker {w.id}: event loop {w.loop_lag:.2f}s late, over --max-lag "
+            f"{max_lag.total_seconds():g}s"
+        )
+    return 1 if late else 0
+
+
+def _depths(values: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        queue, sep, limit = value.rpartition("=")
+        if not sep or not queue or not limit.isdigit():
+            raise click.BadParameter(
+                f"{value!r} is not QUEUE=N (a queue name, '=', a whole number)",
+                param_hint="'--max-depth'",
+            )
+        out[queue] = int(limit)
+    return out
 
 
 @click.command(
@@ -179,9 +233,27 @@ async def _check(app: TaskFlow, queues: list[str]) -> int:
 )
 @app_argument
 @_queues_option("check")
+@click.option(
+    "--max-lag",
+    type=Duration(),
+    help="Also fail if a live worker's event loop was later than this at its last "
+    "heartbeat, e.g. 1s.",
+)
+@click.option(
+    "--max-depth",
+    multiple=True,
+    metavar="QUEUE=N",
+    help="Also fail if QUEUE has more than N ready jobs; repeat for several queues.",
+)
 @log_level_option
 @click.pass_context
-def check(ctx: click.Context, target: str, queues: tuple[str, ...]) -> None:
+def check(
+    ctx: click.Context,
+    target: str,
+    queues: tuple[str, ...],
+    max_lag: timedelta | None,
+    max_depth: tuple[str, ...],
+) -> None:
     """Exit 0 only if Redis accepts writes and a live worker serves each queue.
 
     APP is the TaskFlow app as module:attribute. Prints Redis's state (memory used, its
@@ -194,8 +266,10 @@ def check(ctx: click.Context, target: str, queues: tuple[str, ...]) -> None:
     Examples:
       taskflow check myapp.tasks:app
       taskflow check myapp.tasks:app -q emails -q default
+      taskflow check myapp.tasks:app --max-lag 1s --max-depth emails=1000
     """
     app = open_app(target)
-    status = anyio.run(_check, app, _queues(app, queues), backend="asyncio")
+    depths = _depths(max_depth)
+    status = anyio.run(_check, app, _queues(app, queues), max_lag, depths, backend="asyncio")
     if status:
         ctx.exit(status)

@@ -323,11 +323,14 @@ def _datetime(ms: int) -> datetime:
 
 
 def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
-    """Status routes for ``app``: ``GET /health``, ``GET /jobs/{job_id}`` and ``GET /metrics``.
+    """Status routes for ``app``: ``GET /health``, ``GET /ready``, ``GET /jobs/{job_id}`` and
+    ``GET /metrics``.
 
     ``GET /health`` answers 200 with Redis status, live workers and the app's queues, or
     503 when Redis is unreachable (or the app is not open) within ``health_timeout``
-    seconds. ``GET /jobs/{job_id}`` answers with the job's status and, once it finished,
+    seconds. ``GET /ready`` is for an orchestrator's readiness probe: 200 when Redis answers
+    and this process's embedded worker (if any) is running, else 503 with the reason.
+    ``GET /jobs/{job_id}`` answers with the job's status and, once it finished,
     its result or error; 404 for a job that does not exist (or whose result expired). Pass
     ``?queue=`` for jobs on a queue other than the app's default, to tell deferred from
     queued. ``GET /metrics`` answers with cluster-wide job metrics in Prometheus text format
@@ -358,6 +361,26 @@ def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
                 redis="unreachable", error=str(exc) or type(exc).__name__, workers=[], queues={}
             )
             return JSONResponse(report.model_dump(mode="json"), status_code=503)
+
+    @routes.get(
+        "/ready",
+        responses={503: {"description": "Redis is unreachable, or the embedded worker is down."}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness for an orchestrator: 200 when Redis answers and, if this process runs
+        an embedded worker (``lifespan(worker=True)``), that worker is running."""
+        try:
+            with anyio.fail_after(health_timeout):
+                await app.redis.ping()
+        except _UNHEALTHY as exc:
+            reason = f"redis unreachable: {str(exc) or type(exc).__name__}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        worker = getattr(request.app.state, _STATE_WORKER, None)
+        if worker is not None and not worker.is_running:
+            return JSONResponse(
+                {"ready": False, "reason": "the embedded worker is not running"}, status_code=503
+            )
+        return JSONResponse({"ready": True, "reason": ""})
 
     @routes.get("/jobs/{job_id}", response_model=JobReport, responses={404: {}})
     async def job(job_id: str, queue: str | None = None) -> JobReport:

@@ -289,3 +289,19 @@ def test_import_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delitem(sys.modules, "taskflow.integrations.fastapi")
     with pytest.raises(ImportError, match=r"pip install 'taskflow-redis\[fastapi\]'"):
         importlib.import_module("taskflow.integrations.fastapi")
+
+
+@pytest.mark.asyncio
+async def test_ready_answers_for_redis_and_the_embedded_worker(make_app: type[TaskFlow]) -> None:
+    tf = make_app()
+    register(tf)
+    api = build_api(tf, worker=True)
+    async with serve(api) as client:
+        ok = await client.get("/taskflow/ready")
+        assert ok.status_code == 200 and ok.json() == {"ready": True, "reason": ""}
+        api.state.taskflow_worker.stop()  # the embedded worker goes down: not ready
+        with anyio.fail_after(10):
+            while (down := await client.get("/taskflow/ready")).status_code == 200:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert down.status_code == 503
+        assert down.json() == {"ready": False, "reason": "the embedded worker is not running"}
