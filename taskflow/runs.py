@@ -377,6 +377,10 @@ class RunHandle:
                     if state is None:
                         raise RunNotFound(self.run_id)
                     if RunState(state.decode()).final:
+                        await cast(
+                            "Awaitable[int]",
+                            self.app.redis.srem(keys.notify(self.run_id), listener.channel),
+                        )
                         return await self._outcome()
                     await listener.wait(future, poll_interval)
                     if future.done():

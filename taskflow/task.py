@@ -313,6 +313,10 @@ class JobHandle(Generic[R]):
             pipe.exists(keys.job(self.job_id))
             replies = await pipe.execute()
         raw, running, score, failures, exists = replies[-5:]
+        if notify is not None and (raw is not None or not (running or exists or score)):
+            # over already (or never there): nobody will notify, and the set would outlive
+            # the job by the wait's timeout
+            await cast("Awaitable[int]", self.app.redis.srem(keys.notify(self.job_id), notify))
         return raw, bool(running), score, int(failures or 0), bool(exists)
 
     @redis_errors

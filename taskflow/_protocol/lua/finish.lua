@@ -25,6 +25,7 @@ if mode == 'done' then
     redis.call('PEXPIRE', KEYS[10], keep)
     redis.call('ZADD', KEYS[9], ARGV[9], ARGV[3])
     redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', tonumber(ARGV[9]) - keep)
+    redis.call('PEXPIRE', KEYS[9], keep)  -- gone with the last letter
     local group = ARGV[10]
     redis.call('HINCRBY', KEYS[11], group .. ':n', 1)
     redis.call('HSETNX', KEYS[11], group .. ':first', ARGV[9])
