@@ -275,7 +275,7 @@ async def _run_body(
     worker: Runner, slot: Slot, payload: JobPayload, task: Task[Any, Any]
 ) -> Outcome:
     claim = slot.claim
-    arguments = await _arguments(worker, claim, payload, task)
+    arguments = _not_begun(slot) or await _arguments(worker, claim, payload, task)
     if isinstance(arguments, Outcome):
         return arguments
     args, kwargs = arguments
@@ -288,9 +288,7 @@ async def _run_body(
         max_attempts=options.retries + 1,
         enqueue_time=ms_to_datetime(payload.enqueue_ms),
         worker_id=worker.id,
-        schedule=payload.tick[0] if payload.tick else None,
-        tick=ms_to_datetime(payload.tick[1]) if payload.tick else None,
-        missed_ticks=payload.tick[2] if payload.tick else 0,
+        **_tick(payload),
     )
     token = _current.set(context)
     outcome: Outcome | None = None
@@ -328,6 +326,27 @@ async def _run_body(
         return Outcome("requeue")
     timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
     return _retry_or_fail(task, claim, timeout, None, options.retry_on)
+
+
+def _not_begun(slot: Slot) -> Outcome | None:
+    """The outcome of a job interrupted before its body started: it must not start at all
+    (a body runs up to its first await before a cancelled scope stops it, and that first
+    step may be what kills workers)."""
+    if slot.interrupt == "drain":
+        return Outcome("requeue")
+    if slot.interrupt == "abort":
+        return Outcome(
+            "done", "cancelled", _error(FailureKind.ABORTED, "aborted before it started")
+        )
+    return None
+
+
+def _tick(payload: JobPayload) -> dict[str, Any]:
+    """A schedule's job's context fields (its schedule, tick and missed ticks)."""
+    if payload.tick is None:
+        return {}
+    name, tick_ms, missed = payload.tick
+    return {"schedule": name, "tick": ms_to_datetime(tick_ms), "missed_ticks": missed}
 
 
 def _coroutine(

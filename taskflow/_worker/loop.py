@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from .._clock import now_ms
 from .._protocol import keys
+from .._retry import lost_attempts
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError, unwrapped
@@ -315,6 +316,12 @@ class Worker:
             self.health.redis_ok()
             backoff = 0.05
             order.append(order.pop(0))  # rotate, so no queue starves the others
+            suspect = next(
+                (c for c in claimed if c.job_id and lost_attempts(c.attempt, c.failures)), None
+            )
+            if suspect is not None:
+                await self._isolate(suspect, claimed)
+                continue
             for claim in claimed:
                 if claim.job_id:
                     self._start(Slot(claim))
@@ -325,6 +332,34 @@ class Worker:
             # wait for a wake-up or a poll
             if len(claimed) < limit and started < keys.CLAIM_NODE_STARTS:
                 await self._sleep(poll)
+
+    async def _isolate(self, suspect: Claimed, claimed: list[Claimed]) -> None:
+        """A job whose worker died during an earlier attempt may be what kills workers (a
+        poison job): it runs with no job claimed beside it, so that it takes no other job
+        down with it. The rest of its claim goes back at once, their attempts given back,
+        and nothing more is claimed until it ends."""
+        for claim in claimed:
+            if claim is suspect:
+                continue
+            if not claim.job_id:
+                self._broken_queue(claim)
+                continue
+            slot = Slot(claim)
+            slot.interrupt = "drain"  # never starts its body: requeued at once
+            self._start(slot)
+        # put back before the suspect starts: should it kill this process, they are safe
+        others = {c.job_id for c in claimed if c is not suspect and c.job_id}
+        while others & self.running.keys() and not self._stop.is_set():
+            await self._sleep(None)
+        logger.info(
+            "job %s: its worker died during an earlier attempt; running it with no new job "
+            "beside it (attempt %d)",
+            suspect.job_id,
+            suspect.attempt,
+        )
+        self._start(Slot(suspect))
+        while suspect.job_id in self.running and not self._stop.is_set():
+            await self._sleep(None)
 
     def set_paused(self, paused: frozenset[str]) -> None:
         """Claim nothing from ``paused`` (of this worker's queues) from the next claim on."""
