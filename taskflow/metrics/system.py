@@ -85,12 +85,17 @@ class SystemCollector:
                 if sample is None:
                     continue
                 try:
-                    await ctx.redis.xadd(
-                        ctx.keys.system_stream,
-                        {"worker": ctx.worker_id, "sample": orjson.dumps(asdict(sample))},
-                        minid=str(now_ms() - retention_ms),
-                        approximate=True,
-                    )
+                    async with ctx.redis.pipeline(transaction=False) as pipe:
+                        pipe.xadd(
+                            ctx.keys.system_stream,
+                            {"worker": ctx.worker_id, "sample": orjson.dumps(asdict(sample))},
+                            minid=str(now_ms() - retention_ms),
+                            approximate=True,
+                        )
+                        # trimming happens on the next sample only: the stream's expiry
+                        # takes the last samples away once no worker writes any more
+                        pipe.pexpire(ctx.keys.system_stream, retention_ms)
+                        await pipe.execute()
                 except CONNECTION_ERRORS as exc:
                     ctx.health.redis_failed("writing a system sample", exc)
 
