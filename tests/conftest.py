@@ -12,8 +12,9 @@ import atexit
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 
 import taskflow
 from taskflow.connection import EmbeddedRedis
+from tests.helpers import delete_keys
 
 
 def _test_redis() -> None:
@@ -93,3 +95,31 @@ async def redis() -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def named_app() -> AsyncIterator[Callable[..., taskflow.TaskFlow]]:
+    """Build unopened apps with a name (so app-scoped keys: schedules, dead letters,
+    metrics) of their own, the name also their default queue; ``name=`` reuses one (another
+    process of the same app). Their keys are deleted after the test."""
+    names: list[str] = []
+
+    def factory(name: str | None = None, **settings: Any) -> taskflow.TaskFlow:
+        name = name or f"app-{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        base = {
+            "redis_url": REDIS_URL,
+            "embedded": "never",
+            "default_queue": name,
+            "worker": FAST_WORKER,
+            **settings,
+        }
+        return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base), name=name)
+
+    yield factory
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        for name in names:
+            await delete_keys(redis, f"taskflow:app:{name}:*", [f"arq:queue:{name}"])
+    finally:
+        await redis.aclose()

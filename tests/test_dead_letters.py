@@ -6,54 +6,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.asyncio import Redis
 
 import taskflow
 from taskflow._protocol import keys
-from tests.apps.shared import REDIS_URL, fast_worker
-from tests.helpers import delete_keys
+from tests.apps.shared import fast_worker
 
 pytestmark = pytest.mark.asyncio
 
 TIMEOUT = 10
 
 
-@pytest_asyncio.fixture
-async def make() -> AsyncIterator[Callable[..., taskflow.TaskFlow]]:
-    """Apps with dead letters of their own (a name each), deleted after."""
-    names: list[str] = []
-
-    def factory(**settings: Any) -> taskflow.TaskFlow:
-        name = f"dlq-{uuid.uuid4().hex[:10]}"
-        names.append(name)
-        base = {
-            "redis_url": REDIS_URL,
-            "embedded": "never",
-            "default_queue": name,
-            "worker": fast_worker(),
-            **settings,
-        }
-        return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base), name=name)
-
-    yield factory
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        for name in names:
-            await delete_keys(redis, f"taskflow:app:{name}:*", [f"arq:queue:{name}"])
-    finally:
-        await redis.aclose()
-
-
 async def test_a_job_that_fails_for_good_is_kept_retried_once_fixed_and_purged(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    app = make()
+    app = named_app()
     broken = {"yes": True}
 
     @app.task(retries=1, backoff=taskflow.Backoff(base=0.01, jitter=False))
@@ -100,9 +71,9 @@ async def test_a_job_that_fails_for_good_is_kept_retried_once_fixed_and_purged(
 
 
 async def test_corrupt_and_unknown_jobs_are_dead_letters_too_and_retry_elsewhere(
-    make: Callable[..., taskflow.TaskFlow], redis: Redis
+    named_app: Callable[..., taskflow.TaskFlow], redis: Redis
 ) -> None:
-    app = make(worker=fast_worker(unknown_task_window=timedelta(0)))
+    app = named_app(worker=fast_worker(unknown_task_window=timedelta(0)))
 
     @app.task
     async def echo(x: int) -> int:
@@ -144,9 +115,9 @@ async def _resize(width: int) -> int:
 
 
 async def test_no_dead_letters_when_their_ttl_is_zero(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    app = make(dead_letter_ttl=timedelta(0))
+    app = named_app(dead_letter_ttl=timedelta(0))
 
     @app.task
     async def boom() -> None:
@@ -158,8 +129,10 @@ async def test_no_dead_letters_when_their_ttl_is_zero(
         assert await app.dead_letters.count() == 0
 
 
-async def test_a_burst_of_one_error_is_one_group(make: Callable[..., taskflow.TaskFlow]) -> None:
-    app = make()
+async def test_a_burst_of_one_error_is_one_group(
+    named_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = named_app()
 
     @app.task(retries=0)
     async def sync(account: int) -> None:

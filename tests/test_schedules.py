@@ -3,51 +3,21 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
-import pytest_asyncio
-from redis.asyncio import Redis
 
 import taskflow
 from taskflow.schedules import Misfire
-from tests.apps.shared import REDIS_URL, fast_worker
-from tests.helpers import delete_keys, reply
+from tests.apps.shared import fast_worker
+from tests.helpers import reply
 
 pytestmark = pytest.mark.asyncio
 
 TIMEOUT = 10
-
-
-@pytest_asyncio.fixture
-async def make() -> AsyncIterator[Callable[..., taskflow.TaskFlow]]:
-    """Apps with a name (and so schedule keys) of their own, deleted after."""
-    names: list[str] = []
-
-    def factory(name: str | None = None, **settings: Any) -> taskflow.TaskFlow:
-        name = name or f"sched-{uuid.uuid4().hex[:10]}"
-        names.append(name)
-        base = {
-            "redis_url": REDIS_URL,
-            "embedded": "never",
-            "default_queue": name,
-            "worker": fast_worker(),
-            **settings,
-        }
-        return taskflow.TaskFlow(settings=taskflow.Settings.model_validate(base), name=name)
-
-    yield factory
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        for name in names:
-            await delete_keys(redis, f"taskflow:app:{name}:*", [f"arq:queue:{name}"])
-    finally:
-        await redis.aclose()
 
 
 async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -60,8 +30,10 @@ def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def test_every_tick_is_one_job_told_its_tick(make: Callable[..., taskflow.TaskFlow]) -> None:
-    app = make()
+async def test_every_tick_is_one_job_told_its_tick(
+    named_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = named_app()
     seen: list[tuple[datetime | None, int]] = []
 
     @app.periodic(every=timedelta(seconds=1))
@@ -82,8 +54,8 @@ async def test_every_tick_is_one_job_told_its_tick(make: Callable[..., taskflow.
     )
 
 
-async def test_list_pause_resume_and_run_now(make: Callable[..., taskflow.TaskFlow]) -> None:
-    app = make()
+async def test_list_pause_resume_and_run_now(named_app: Callable[..., taskflow.TaskFlow]) -> None:
+    app = named_app()
     runs: list[str] = []
 
     @app.task
@@ -118,9 +90,9 @@ async def test_list_pause_resume_and_run_now(make: Callable[..., taskflow.TaskFl
 
 
 async def test_a_schedule_added_at_run_time_fires_and_is_removed(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    app = make()
+    app = named_app()
     runs: list[int] = []
 
     @app.task
@@ -128,7 +100,7 @@ async def test_a_schedule_added_at_run_time_fires_and_is_removed(
         runs.append(n)
 
     async with app, app.worker():
-        other = make(name=app.name)  # another process of the app: the task's name is enough
+        other = named_app(name=app.name)  # another process of the app: the task's name is enough
         other_count = other.task(name="count")(count.fn)
         async with other:
             info = await other.schedules.add(
@@ -159,8 +131,10 @@ async def _stale(app: taskflow.TaskFlow, name: str) -> list[int]:
 
 
 @pytest.mark.parametrize("policy", list(Misfire))
-async def test_misfire_policies(make: Callable[..., taskflow.TaskFlow], policy: Misfire) -> None:
-    app = make()
+async def test_misfire_policies(
+    named_app: Callable[..., taskflow.TaskFlow], policy: Misfire
+) -> None:
+    app = named_app()
     got: list[tuple[int, int]] = []
 
     @app.task
@@ -187,9 +161,9 @@ async def test_misfire_policies(make: Callable[..., taskflow.TaskFlow], policy: 
 
 
 async def test_overlap_false_skips_ticks_while_a_run_is_in_flight(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    app = make()
+    app = named_app()
     started: list[float] = []
 
     @app.periodic(every=timedelta(seconds=1), overlap=False)
@@ -206,9 +180,9 @@ async def test_overlap_false_skips_ticks_while_a_run_is_in_flight(
 
 
 async def test_declaration_errors_name_the_bad_part(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    app = make()
+    app = named_app()
 
     @app.task
     async def send(to: str, count: int = 1) -> None: ...
@@ -229,10 +203,10 @@ async def test_declaration_errors_name_the_bad_part(
 
 
 async def test_a_changed_definition_replaces_the_stored_one_and_its_cursor(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    old = make()
-    new = make(name=old.name)
+    old = named_app()
+    new = named_app(name=old.name)
 
     @old.task
     async def report() -> None: ...
@@ -253,11 +227,11 @@ async def test_a_changed_definition_replaces_the_stored_one_and_its_cursor(
 
 
 async def test_a_schedule_gone_from_the_code_is_retired_after_the_grace_period(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
-    old = make()
+    old = named_app()
     retire = timedelta(seconds=5)
-    new = make(name=old.name, worker=fast_worker(schedule_retire_after=retire))
+    new = named_app(name=old.name, worker=fast_worker(schedule_retire_after=retire))
 
     @old.task
     async def legacy() -> None: ...
@@ -284,7 +258,7 @@ async def test_a_schedule_gone_from_the_code_is_retired_after_the_grace_period(
 
 
 async def test_routes_send_tasks_to_queues_by_name_pattern(
-    make: Callable[..., taskflow.TaskFlow],
+    named_app: Callable[..., taskflow.TaskFlow],
 ) -> None:
     app = taskflow.TaskFlow(
         name="routing-test",

@@ -7,11 +7,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import RedisError
 
 from .._clock import now_ms
 from .._protocol import keys
-from ..connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from .services import ServiceContext
@@ -39,15 +37,11 @@ class AbortWatcher:
         """One look at the abort set; interrupts the running jobs it names."""
         if not ctx.jobs.running:
             return
-        try:
-            flagged = await ctx.redis.zrangebyscore(keys.ABORT, now_ms() - 60_000, "+inf")
-        except CONNECTION_ERRORS as exc:
-            ctx.health.redis_failed("looking for aborted jobs", exc)
-            return
-        except RedisError as exc:
-            ctx.health.redis_refused("reading the abort set", exc)
-            return
-        for raw in flagged:
+        flagged = await ctx.health.call(
+            "reading the abort set",
+            ctx.redis.zrangebyscore(keys.ABORT, now_ms() - 60_000, "+inf"),
+        )
+        for raw in flagged or []:
             job_id = raw.decode()
             if job_id in ctx.jobs.running and ctx.jobs.interrupt(job_id, "abort"):
                 logger.info("job %s: aborted by request", job_id)

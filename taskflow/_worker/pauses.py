@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import RedisError
 
 from .._listener import listen
 from .._protocol import keys
-from ..connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -56,12 +54,10 @@ class PauseWatch:
                 await self.look(ctx)
 
     async def look(self, ctx: ServiceContext) -> None:
-        try:
-            members = await cast("Awaitable[set[bytes]]", ctx.redis.smembers(keys.PAUSED))
-        except CONNECTION_ERRORS as exc:
-            ctx.health.redis_failed("reading the paused queues", exc)
-            return
-        except RedisError as exc:
-            ctx.health.redis_refused("reading the paused queues", exc)
+        members = await ctx.health.call(
+            "reading the paused queues",
+            cast("Awaitable[set[bytes]]", ctx.redis.smembers(keys.PAUSED)),
+        )
+        if members is None:
             return
         ctx.set_paused(frozenset(m.decode() for m in members))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
 from anyio.abc import TaskStatus
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 
+from ..connection import CONNECTION_ERRORS
 from ..errors import RedisOutOfMemory, RedisReadOnly
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from .meter import JobSample
 
 __all__ = ("Health", "JobObserver", "JobSlots", "RunningJob", "Service", "ServiceContext")
+
+T = TypeVar("T")
 
 logger = logging.getLogger("taskflow.worker")
 
@@ -144,6 +147,18 @@ class Health:
         if now - self._refusals.get(doing, -math.inf) >= 60:
             self._refusals[doing] = now
             logger.error("Redis refused %s (the worker goes on without it): %s", doing, exc)
+
+    async def call(self, doing: str, reply: Awaitable[T]) -> T | None:
+        """``await reply``, reporting Redis trouble while ``doing`` something (unreachable,
+        full or read-only: :meth:`redis_failed`; an error retrying cannot cure:
+        :meth:`redis_refused`) and returning None then: a service's next round retries."""
+        try:
+            return await reply
+        except CONNECTION_ERRORS as exc:
+            self.redis_failed(doing, exc)
+        except RedisError as exc:
+            self.redis_refused(doing, exc)
+        return None
 
     def redis_ok(self) -> None:
         """Note that Redis answered."""

@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import RedisError
 
 from .._clock import now_ms
-from ..connection import CONNECTION_ERRORS
 from ..runs import settle_run
 
 if TYPE_CHECKING:
@@ -45,24 +43,12 @@ class Settler:
             await self.sweep(ctx)
 
     async def sweep(self, ctx: ServiceContext) -> None:
-        try:
-            due = await ctx.scripts.settling(now_ms())
-        except CONNECTION_ERRORS as exc:
-            ctx.health.redis_failed("looking for runs left half-released", exc)
-            return
-        except RedisError as exc:
-            ctx.health.redis_refused("looking for runs left half-released", exc)
-            return
-        for run_id in due:
+        due = await ctx.health.call(
+            "looking for runs left half-released", ctx.scripts.settling(now_ms())
+        )
+        for run_id in due or []:
             logger.info("run %s: resuming what its worker or client left half-way", run_id)
             await settle_run(ctx.client, run_id, ctx.settings.lease)
-        try:
-            reaped = await ctx.scripts.reap(now_ms())
-        except CONNECTION_ERRORS as exc:
-            ctx.health.redis_failed("deleting ended runs", exc)
-            return
-        except RedisError as exc:
-            ctx.health.redis_refused("deleting ended runs", exc)
-            return
-        for run_id in reaped:
+        reaped = await ctx.health.call("deleting ended runs", ctx.scripts.reap(now_ms()))
+        for run_id in reaped or []:
             logger.debug("run %s: retention ended, its keys deleted", run_id)

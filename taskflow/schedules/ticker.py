@@ -211,7 +211,7 @@ class ScheduleTicker:
         next_ms = None if tick is None else int(tick.timestamp() * 1000)
         latest = due[-1]
         if late == 0:
-            fired = [(t, 0) for t in due[-1:]] if count == 1 else [(latest, 0)]
+            fired = [(latest, 0)]
         elif schedule.misfire is Misfire.COALESCE:
             fired = [(latest, count - 1)]
         elif schedule.misfire is Misfire.SKIP:
