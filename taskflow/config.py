@@ -204,10 +204,21 @@ class WorkerSettings(BaseModel):
         description="On shutdown, how long running jobs may finish before they are put back "
         "(0: at once).",
     )
-    max_redeliveries: int = Field(
+    max_worker_deaths: int = Field(
         3,
-        ge=0,
-        description="Re-runs allowed after a worker died mid-job, beyond the task's own retries.",
+        ge=1,
+        description="A job whose attempts ended in this many worker deaths (or lost leases) "
+        "fails for good as a poison job (JobLost, into the dead letters) instead of killing "
+        "more workers; the task's own retries do not count these.",
+    )
+    monitor_interval: _Positive = Field(
+        timedelta(seconds=10),
+        description="How often one worker of the app (whichever claims the turn) runs the "
+        "monitor's cluster-wide pass: blocked workers' overdue jobs, dead workers' jobs, "
+        "stuck queues, retention.",
+    )
+    monitor: bool = Field(
+        True, description="Take part in the monitor's passes (one worker per interval runs one)."
     )
     alert_interval: _Positive = Field(
         timedelta(seconds=15),
@@ -336,6 +347,11 @@ class Settings(BaseModel):
         timedelta(days=7),
         description="How long a job that failed for good is kept as a dead letter, to "
         "inspect and retry (0 keeps none).",
+    )
+    event_retention: _Positive = Field(
+        timedelta(days=7),
+        description="How long the monitor's events (overdue jobs, dead workers, recoveries, "
+        "retention) are kept after the last one (the last 1,000 at most).",
     )
     run_retention: _Positive = Field(
         timedelta(days=1),

@@ -21,10 +21,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import redis
 from arq.connections import ArqRedis
+from redis import Redis as SyncRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -43,7 +46,14 @@ from ._protocol.codecs import arq_deserializer, arq_serializer
 from .config import Settings
 from .errors import RedisOutOfMemory, RedisReadOnly, RedisRefused, RedisUnavailable
 
-__all__ = ("CONNECTION_ERRORS", "Connection", "EmbeddedRedis", "open_redis", "redact")
+__all__ = (
+    "CONNECTION_ERRORS",
+    "Connection",
+    "EmbeddedRedis",
+    "open_redis",
+    "redact",
+    "sync_twin",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +240,32 @@ async def open_redis(settings: Settings, *, pool_size: int = 256) -> AsyncIterat
         stack.push_async_callback(client.connection_pool.disconnect)
         stack.push_async_callback(client.aclose)
         yield Connection(client, redact(url), embedded)
+
+
+def sync_twin(client: Redis, timeout: float = 2.0) -> SyncRedis:
+    """A blocking client on the same server, database and credentials as ``client``, with
+    ``timeout`` on every call: for a thread that must reach Redis while the event loop is
+    blocked (the worker's loop watch)."""
+    pool = client.connection_pool
+    passed = {
+        k: v
+        for k, v in pool.connection_kwargs.items()
+        if k in ("host", "port", "db", "username", "password", "path", "client_name")
+        or k.startswith("ssl_")
+    }
+    kind = pool.connection_class.__name__
+    connection_class: type[Any] = {
+        "UnixDomainSocketConnection": redis.connection.UnixDomainSocketConnection,
+        "SSLConnection": redis.connection.SSLConnection,
+    }.get(kind, redis.connection.Connection)
+    sync_pool = redis.ConnectionPool(
+        connection_class=connection_class,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=2,
+        **passed,
+    )
+    return SyncRedis(connection_pool=sync_pool)
 
 
 def redact(url: str) -> str:

@@ -82,7 +82,7 @@ def test_worker_settings_poll_interval_positive(poll: timedelta) -> None:
     [
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": 100_001}, "concurrency"),
-        ({"max_redeliveries": -1}, "max_redeliveries"),
+        ({"max_worker_deaths": 0}, "max_worker_deaths"),
         ({"queues": ["a b"]}, "queues.0"),
     ],
 )

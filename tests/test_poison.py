@@ -1,5 +1,5 @@
 """A poison job: a body that kills its worker process on every attempt lands in the dead
-letters after ``max_redeliveries`` (3) worker deaths, while other jobs complete."""
+letters after ``max_worker_deaths`` (3) worker deaths, while other jobs complete."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ async def test_a_job_that_kills_its_worker_goes_to_the_dead_letters(tmp_path: Pa
             await delete_keys(redis, f"taskflow:app:{name}:*", [f"arq:queue:{name}"])
             await redis.aclose()
     assert failed.value.kind is taskflow.FailureKind.JOB_LOST
-    assert "its worker died during 4 attempts" in failed.value.error_message
-    assert deaths == 4 and letter.reason == "taskflow.JobLost" and letter.attempts == 5
+    assert "its worker died during 3 attempts" in failed.value.error_message
+    assert deaths == 3 and letter.reason == "taskflow.JobLost" and letter.attempts == 4
 
 
 async def _dies(worker: processes.WorkerProcess) -> bool:

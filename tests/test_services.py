@@ -9,6 +9,7 @@ sleeps as proof.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +55,9 @@ from tests.helpers import reply, until
 class FakeJob:
     claim: Claimed
     finishing: bool = False
+    task: str = ""
+    started_ms: int = 0
+    deadline_ms: float = math.inf
 
 
 @dataclass

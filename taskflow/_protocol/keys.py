@@ -149,6 +149,10 @@ def done_channel(listener_id: str) -> str:
 # -- per-application keys: workers, metrics, alerts ----------------------------------------
 
 APP_PREFIX: Final = "taskflow:app:"
+WILL_KEEP_MS: Final = 10 * 60 * 1000
+"""How long a worker's will (``AppKeys.will``) outlives its lease."""
+MONITOR_EVENTS_CAP: Final = 1000
+"""Events kept in ``AppKeys.monitor_events`` (approximately: XADD MAXLEN ~)."""
 APP_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 """What an app name may be: it is spelled into key names."""
 
@@ -168,6 +172,8 @@ class AppKeys:
         "dead_letters",
         "error_groups",
         "evictions",
+        "monitor_events",
+        "monitor_turn",
         "schedule_changes",
         "schedule_prefix",
         "schedules",
@@ -203,6 +209,10 @@ class AppKeys:
         """Channel: a schedule was added, changed, paused, resumed or removed."""
         self.evictions = self.prefix + "redis:evicted"
         """Sorted set ``<ms>:<worker id>:<keys evicted since its last look>`` -> when (ms)."""
+        self.monitor_turn = self.prefix + "monitor:turn"
+        """The worker id running this interval's monitor pass (SET NX PX: one per interval)."""
+        self.monitor_events = self.prefix + "monitor:events"
+        """Capped stream of what the monitor saw and did (field ``e``: an event's JSON)."""
 
     def __repr__(self) -> str:
         return f"AppKeys({self.app!r})"
@@ -210,6 +220,11 @@ class AppKeys:
     def worker(self, worker_id: str) -> str:
         """A worker's heartbeat record, expiring unless renewed."""
         return f"{self.prefix}worker:{worker_id}"
+
+    def will(self, worker_id: str) -> str:
+        """A worker's last heartbeat record, kept ``WILL_KEEP_MS`` past its lease: what a dead
+        worker was running, for the monitor to report."""
+        return f"{self.prefix}will:{worker_id}"
 
     def metrics_bucket(self, width_s: int, start_ms: int) -> str:
         """Hash of job metrics for one resolution (bucket width) and one time bucket."""

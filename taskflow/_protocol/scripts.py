@@ -186,6 +186,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "node_start": ("node_lib",),
     "finish": ("job_lib",),
     "abort": ("job_lib",),
+    "release_overdue": ("job_lib",),
     "finish_node": ("job_lib", "node_lib", "graph_lib"),
     "cancel_run": ("job_lib", "node_lib", "graph_lib"),
     "submit_run": ("job_lib", "node_lib", "graph_lib"),
@@ -249,6 +250,7 @@ class Scripts:
         self._finish = load("finish")
         self._abort = load("abort")
         self._renew = load("renew")
+        self._release_overdue = load("release_overdue")
         self._node_start = load("node_start")
         self._finish_node = load("finish_node")
         self._settle_more = load("settle_more")
@@ -396,6 +398,23 @@ class Scripts:
             args += [job_id, token]
         lost = await self._call(self._renew, pairs, args)
         return [jobs[int(i) - 1][0] for i in lost]
+
+    async def release_overdue(
+        self, job_id: str, queue: str, token: str, now_ms: int, note: bytes, note_ttl_ms: int
+    ) -> bool:
+        """Fail the attempt ``token`` holds of a job over its timeout on a blocked worker and
+        put the job back (see ``lua/release_overdue.lua``); False if the claim moved on."""
+        script_keys = [
+            keys.in_progress(job_id),
+            keys.queue(queue),
+            keys.retry(job_id),
+            keys.failures(job_id),
+            keys.lease_lost(job_id),
+        ]
+        reply = await self._call(
+            self._release_overdue, script_keys, [token, job_id, now_ms, note, note_ttl_ms]
+        )
+        return bool(int(reply))
 
     # -- graph runs -----------------------------------------------------------------------
 

@@ -98,6 +98,9 @@ class Slot:
     scope: anyio.CancelScope | None = None
     interrupt: Literal["abort", "drain"] | None = None
     finishing: bool = False  #: its outcome is being written; its lease needs no renewal
+    task: str = ""  #: its task's name, once its body started
+    started_ms: int = 0  #: when its body started (0: not yet)
+    deadline_ms: float = math.inf  #: when its body's timeout ends (inf: no timeout)
     run: float = 0.0  #: wall seconds in the body
     cpu: float = 0.0  #: CPU seconds of the body's own steps (when metrics are on)
     rss: int = 0  #: process RSS when the body started
@@ -130,6 +133,8 @@ async def execute(worker: Runner, slot: Slot) -> None:
     task: Task[Any, Any] | None = None
     try:
         payload, task, outcome = _prepare(worker, claim)
+        if outcome is None and task is not None and claim.failures:
+            outcome = await _after_overdue(worker, claim, task)
         if outcome is not None and _is_job_lost(outcome):
             outcome = await _lease_lost(worker, claim, outcome)
         if outcome is None:
@@ -175,10 +180,10 @@ def _prepare(
     if task is None:
         return payload, None, _unknown_task(worker, claim, payload)
     lost = lost_attempts(claim.attempt, claim.failures)
-    if lost > worker.settings.max_redeliveries:
+    if lost >= worker.settings.max_worker_deaths:
         message = (
-            f"its worker died during {lost} attempts, over max_redeliveries="
-            f"{worker.settings.max_redeliveries}"
+            f"its worker died during {lost} attempts (max_worker_deaths="
+            f"{worker.settings.max_worker_deaths}): a poison job?"
         )
         return payload, task, _failed(_error(FailureKind.JOB_LOST, message))
     return payload, task, None
@@ -200,6 +205,9 @@ async def _note_lease_lost(worker: Runner, claim: Claimed, run: float) -> None:
     }
     ttl_ms = int(worker.app.settings.job_ttl.total_seconds() * 1000)
     try:
+        earlier = _note(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
+        if earlier is not None and earlier.get("attempt") == claim.attempt:
+            return  # the monitor failed this attempt as overdue: its note says more
         await worker.app.redis.set(keys.lease_lost(claim.job_id), dumps(note), px=ttl_ms)
     except (RedisError, OSError) as exc:  # a note only: the job goes on without it
         logger.debug("job %s: lease-lost note not written: %s", claim.job_id, exc)
@@ -221,6 +229,40 @@ async def _lease_lost(worker: Runner, claim: Claimed, outcome: Outcome) -> Outco
         "does not await? run blocking code with anyio.to_thread.run_sync)"
     )
     return _failed(_error(FailureKind.LEASE_LOST, message))
+
+
+def _note(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        note = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return note if isinstance(note, dict) else None
+
+
+async def _after_overdue(worker: Runner, claim: Claimed, task: Task[Any, Any]) -> Outcome | None:
+    """When the monitor failed the previous attempt (over its timeout on a worker whose event
+    loop was blocked: ``lua/release_overdue.lua``), apply the task's retry policy to that
+    timeout: None runs this attempt as the retry (at once: the timeout has already waited),
+    else the job fails for good with the timeout."""
+    try:
+        note = _note(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
+    except (RedisError, OSError):
+        return None
+    if note is None or note.get("kind") != "overdue" or note.get("attempt") != claim.attempt - 1:
+        return None
+    exc = TimeoutError(
+        f"{task.name} exceeded its timeout of {note['timeout_s']:g}s on worker "
+        f"{note['worker']}, whose event loop was blocked (for {note['blocked_s']:g}s when the "
+        f"monitor failed attempt {note['attempt']}): a body that does not await? run "
+        "blocking code with anyio.to_thread.run_sync"
+    )
+    # the failure is already counted (the release did): decide as its attempt would have
+    before = replace(claim, failures=claim.failures - 1)
+    outcome = _retry_or_fail(task, before, exc, None, task.options.retry_on)
+    if outcome.mode == "retry":
+        logger.warning("job %s: retrying at once after %s", claim.job_id, exc)
+        return None
+    return outcome
 
 
 def _unknown_task(worker: Runner, claim: Claimed, payload: JobPayload) -> Outcome:
@@ -292,10 +334,9 @@ async def _run_body(
     )
     token = _current.set(context)
     outcome: Outcome | None = None
-    # one scope serves the timeout (its deadline) and abort/drain (cancel() with a reason)
-    deadline = anyio.current_time() + options.timeout if options.timeout else math.inf
     try:
-        with anyio.CancelScope(deadline=deadline) as scope:
+        # one scope serves the timeout (its deadline) and abort/drain (cancel() with a reason)
+        with anyio.CancelScope(deadline=_started(slot, task)) as scope:
             slot.scope = scope
             if slot.interrupt is not None:  # interrupted before its body started
                 scope.cancel()
@@ -326,6 +367,16 @@ async def _run_body(
         return Outcome("requeue")
     timeout = TimeoutError(f"{task.name} exceeded its timeout of {options.timeout:g}s")
     return _retry_or_fail(task, claim, timeout, None, options.retry_on)
+
+
+def _started(slot: Slot, task: Task[Any, Any]) -> float:
+    """Note the body's start and timeout on its slot (the heartbeat record lists them);
+    returns the timeout's deadline on anyio's clock."""
+    timeout = task.options.timeout
+    slot.task, slot.started_ms = task.name, now_ms()
+    if timeout:
+        slot.deadline_ms = slot.started_ms + timeout * 1000
+    return anyio.current_time() + timeout if timeout else math.inf
 
 
 def _not_begun(slot: Slot) -> Outcome | None:

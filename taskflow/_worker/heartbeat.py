@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -15,6 +16,7 @@ from anyio.abc import TaskStatus
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from .._clock import now_ms
+from .._protocol import keys
 from .._protocol.scripts import claim_token
 from .._version import __version__
 from ..connection import CONNECTION_ERRORS
@@ -23,7 +25,9 @@ from ..errors import RedisOutOfMemory
 if TYPE_CHECKING:
     from .services import ServiceContext
 
-__all__ = ("Heartbeat",)
+__all__ = ("Heartbeat", "worker_record")
+
+_LISTED_JOBS = 200  # running jobs named in a heartbeat record (the rest are counted)
 
 logger = logging.getLogger("taskflow.worker")
 
@@ -61,24 +65,11 @@ class Heartbeat:
         lease_ms = int(ctx.settings.lease.total_seconds() * 1000)
         now = now_ms()
         jobs = ctx.jobs
-        record = {
-            "id": ctx.worker_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": list(ctx.queues),
-            "concurrency": ctx.settings.concurrency,
-            "running": len(jobs.running),
-            "started_ms": jobs.started_ms,
-            "beat_ms": now,
-            "counts": dict(jobs.counts),
-            "running_by_queue": dict(Counter(s.claim.queue for s in jobs.running.values())),
-            "loop_lag": round(self.lag, 3),
-            "version": __version__,
-            "tasks": sorted(ctx.client.tasks),
-        }
+        record = orjson.dumps(worker_record(ctx, now, self.lag))
         try:
             async with ctx.redis.pipeline(transaction=False) as pipe:
-                pipe.set(ctx.keys.worker(ctx.worker_id), orjson.dumps(record), px=lease_ms)
+                pipe.set(ctx.keys.worker(ctx.worker_id), record, px=lease_ms)
+                pipe.set(ctx.keys.will(ctx.worker_id), record, px=lease_ms + keys.WILL_KEEP_MS)
                 pipe.zadd(ctx.keys.workers, {ctx.worker_id: now})
                 await pipe.execute()
             renewing = [
@@ -103,3 +94,43 @@ class Heartbeat:
             slot = jobs.running.get(job_id)
             if slot is not None and not slot.finishing:  # else it just finished: no loss
                 logger.warning("job %s: lease lost; another worker may be running it", job_id)
+
+
+def worker_record(
+    ctx: ServiceContext, now: int, lag: float, blocked_since: int | None = None
+) -> dict[str, Any]:
+    """The worker's heartbeat record: who it is, what it serves and runs (the first 200
+    running jobs by id, queue, attempt, task, start and timeout deadline), its loop's lag;
+    ``blocked_since``: written by the loop watch while the event loop is blocked."""
+    jobs = ctx.jobs
+    running = list(jobs.running.items())
+    listed = [
+        {
+            "id": job_id,
+            "queue": slot.claim.queue,
+            "attempt": slot.claim.attempt,
+            "task": slot.task,
+            "started_ms": slot.started_ms,
+            "deadline_ms": None if math.isinf(slot.deadline_ms) else int(slot.deadline_ms),
+        }
+        for job_id, slot in running[:_LISTED_JOBS]
+    ]
+    record: dict[str, Any] = {
+        "id": ctx.worker_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": list(ctx.queues),
+        "concurrency": ctx.settings.concurrency,
+        "running": len(running),
+        "started_ms": jobs.started_ms,
+        "beat_ms": now,
+        "counts": dict(jobs.counts),
+        "running_by_queue": dict(Counter(slot.claim.queue for _, slot in running)),
+        "loop_lag": round(lag, 3),
+        "version": __version__,
+        "tasks": sorted(ctx.client.tasks),
+        "jobs": listed,
+    }
+    if blocked_since is not None:
+        record["blocked_since_ms"] = blocked_since
+    return record

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from .._clock import now_ms
 from .._protocol import keys
+from .._registry import add_event
 from .._retry import lost_attempts
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
@@ -35,6 +36,7 @@ from .abort import AbortWatcher
 from .batcher import Batcher
 from .execute import Outcome, Slot, execute
 from .heartbeat import Heartbeat
+from .loopwatch import LoopWatch
 from .memory import MemoryPolicyWatch
 from .pauses import PauseWatch
 from .services import Health, JobObserver, Service, ServiceContext
@@ -91,6 +93,7 @@ class Worker:
             self.batcher,
             Waker(),
             Heartbeat(),
+            LoopWatch(),
             AbortWatcher(),
             PauseWatch(),
             MemoryPolicyWatch(),
@@ -357,6 +360,17 @@ class Worker:
             suspect.job_id,
             suspect.attempt,
         )
+        recovered = {
+            "kind": "recovered",
+            "job": suspect.job_id,
+            "queue": suspect.queue,
+            "attempt": suspect.attempt,
+            "worker": self.id,
+        }
+        await self.health.call(
+            "noting a recovered job",
+            add_event(self.app.redis, self.app.keys, recovered, self.app.settings.event_retention),
+        )
         self._start(Slot(suspect))
         while suspect.job_id in self.running and not self._stop.is_set():
             await self._sleep(None)
@@ -489,7 +503,7 @@ class Worker:
     async def _deregister(self) -> None:
         try:
             async with self.app.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(self.app.keys.worker(self.id))
+                pipe.delete(self.app.keys.worker(self.id), self.app.keys.will(self.id))
                 pipe.zrem(self.app.keys.workers, self.id)
                 await pipe.execute()
         except (RedisError, OSError, LifecycleError) as exc:

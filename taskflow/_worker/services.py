@@ -85,6 +85,15 @@ class RunningJob(Protocol):
     @property
     def finishing(self) -> bool: ...
 
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def started_ms(self) -> int: ...
+
+    @property
+    def deadline_ms(self) -> float: ...
+
 
 class JobSlots(Protocol):
     """The worker's running jobs: what services may read, and the one thing they may do."""

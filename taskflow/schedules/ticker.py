@@ -98,7 +98,7 @@ class ScheduleTicker:
             due = [n for n, at in self._next.items() if at is not None and at <= now]
             if due:
                 await self._fire(ctx, due, now)
-            ctx.health.redis_ok()
+                ctx.health.redis_ok()  # a write went through (reads pass on a full Redis)
         except CONNECTION_ERRORS as exc:
             ctx.health.redis_failed("firing schedules", exc)
             return min(1.0, ctx.health.backoff_cap)
