@@ -13,7 +13,7 @@ from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.summary import SummaryLogger
-from .monitor import Monitor
+from .monitor import Monitor, MonitorService
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
 from .slas import Slas, SlaTarget
 from .task import Task
@@ -221,6 +221,8 @@ class TaskFlow(Client):
         worker.add_service(AlertEvaluator(self.alerts, merged.alert_interval.total_seconds()))
         if merged.schedules:
             worker.add_service(ScheduleTicker(self.schedules, merged.schedule_retire_after))
+        if merged.monitor:
+            worker.add_service(MonitorService())
         if merged.summary_interval > timedelta(0):
             worker.add_service(SummaryLogger(merged.summary_interval.total_seconds()))
         for service in services:

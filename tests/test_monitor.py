@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
+import orjson
 import pytest
 from redis.asyncio import Redis
 from rich.console import Console
 
 import taskflow
+from taskflow._clock import now_ms
 from taskflow._protocol import keys
-from taskflow.cli.status import _watch, render, snapshot
+from taskflow.alerts.rules import Condition
+from taskflow.alerts.sources import Measurer
+from taskflow.cli.status import Snapshot, _watch, render, snapshot
 from taskflow.cli.worker import _check
+from taskflow.monitor import MonitorService, Recovery, WorkerHealth, sweep
+from tests.apps.shared import fast_worker
 
 pytestmark = pytest.mark.asyncio
+
 
 TIMEOUT = 10
 
@@ -145,3 +152,118 @@ async def test_check_fails_over_max_depth_and_max_lag(
     assert f"{queue_name}: 3 ready job(s) ok" in capsys.readouterr().out
     async with app:
         await app.queue(queue_name).purge()
+
+
+async def test_a_pass_reports_a_dead_workers_jobs_once_and_forgets_it(
+    named_app: Callable[..., taskflow.TaskFlow], redis: Redis
+) -> None:
+    app = named_app()
+    async with app:
+        now = now_ms()
+        will = {
+            "id": "gone-1",
+            "host": "h",
+            "pid": 7,
+            "beat_ms": now - 5000,
+            "jobs": [{"id": "j1", "queue": "q", "attempt": 2, "task": "resize"}],
+        }
+        # a worker whose record lapsed: its registry entry and its will remain
+        await redis.zadd(app.keys.workers, {"gone-1": now - 5000})
+        await redis.set(app.keys.will("gone-1"), orjson.dumps(will), px=60_000)
+        first = await sweep(app)
+        again = await sweep(app)
+        [event] = await app.monitor.events(kinds=["worker_died"])
+        assert await redis.zscore(app.keys.workers, "gone-1") is None
+        assert await redis.exists(app.keys.will("gone-1")) == 0
+    assert first.dead_workers == ["gone-1"] and again.dead_workers == []
+    assert event["last_beat_ms"] == now - 5000 and event["jobs"][0]["task"] == "resize"
+
+
+async def test_a_pass_removes_dead_letter_entries_and_error_groups_past_retention(
+    named_app: Callable[..., taskflow.TaskFlow], redis: Redis
+) -> None:
+    app = named_app(dead_letter_ttl=timedelta(seconds=60))
+    async with app:
+        now = now_ms()
+        await redis.zadd(app.keys.dead_letters, {"old": now - 120_000, "new": now})
+        group = "resize\x1fValueError"
+        old_fields = {f"{group}:{p}": "1" for p in ("n", "first", "sample")}
+        await redis.hset(  # type: ignore[misc]
+            app.keys.error_groups, mapping={**old_fields, f"{group}:last": now - 90_000}
+        )
+        fresh = {"ok\x1fE:n": 1, "ok\x1fE:last": now}
+        await redis.hset(app.keys.error_groups, mapping=fresh)  # type: ignore[misc]
+        report = await sweep(app)
+        [event] = await app.monitor.events(kinds=["retention"])
+        assert await redis.zrange(app.keys.dead_letters, 0, -1) == [b"new"]
+        left = await redis.hkeys(app.keys.error_groups)  # type: ignore[misc]
+        assert sorted(left) == [b"ok\x1fE:last", b"ok\x1fE:n"]
+    assert report.removed == {"dead_letters": 1, "error_groups": 1} == event["removed"]
+
+
+async def test_workers_share_one_monitor_pass_per_interval(
+    named_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    interval = 0.2
+    app = named_app(worker=fast_worker(monitor_interval=timedelta(seconds=interval)))
+    services = [MonitorService() for _ in range(3)]
+    async with app:
+        async with (
+            app.worker(services=[services[0]]) as w1,
+            app.worker(services=[services[1]]),
+            app.worker(services=[services[2]]),
+        ):
+            started = anyio.current_time()
+            await anyio.sleep(2.0)
+            elapsed = anyio.current_time() - started
+    passes = sum(s.passes for s in services)
+    # each worker also runs its app's own monitor service; these three took turns with them
+    assert passes >= 1
+    assert passes <= elapsed / interval + 3  # one per interval, not one per worker
+    assert w1 is not None
+
+
+async def test_stuck_jobs_is_an_alert_metric(
+    named_app: Callable[..., taskflow.TaskFlow], redis: Redis
+) -> None:
+    app = named_app()
+    paused = f"{app.name}-held"
+
+    @app.task(queue=paused)
+    async def ping() -> None: ...
+
+    try:
+        async with app:
+            await app.queue(paused).pause()
+            await ping.enqueue()
+            await ping.enqueue()
+            condition = Condition(metric="stuck_jobs", queue=paused, op=">", threshold=0)
+            value = await Measurer(app).value(condition)
+            anywhere = await Measurer(app).value(
+                Condition(metric="stuck_jobs", op=">", threshold=0)
+            )
+    finally:
+        await redis.srem(keys.PAUSED, paused)  # type: ignore[misc]
+        await redis.delete(keys.queue(paused))
+    assert value == 2 and anywhere == 2  # the app's queues, without queue=
+
+
+async def test_the_status_screen_shows_blocked_workers_and_recoveries() -> None:
+    now = datetime.now(UTC)
+    worker = WorkerHealth(
+        id="w-1", host="h", pid=1, queues=["q"], concurrency=4, running=1, loop_lag=0.0,
+        last_heartbeat=0.5, started=now, version="1", counts={}, blocked_for=12.0,
+    )  # fmt: skip
+    recovery = Recovery(
+        job_id="j-9", queue="q", task="resize", attempt=2, dead_worker="w-0", worker="w-1",
+        last_heartbeat=now, restarted=now, downtime=2.5,
+    )  # fmt: skip
+    screen = Snapshot(
+        queues=[], workers=[worker], stuck=[], schedules=[], alerts=[], failures=[],
+        recoveries=[recovery],
+    )  # fmt: skip
+    out = Console(file=io.StringIO(), width=200, record=True)
+    out.print(render(screen))
+    text = out.export_text()
+    assert "BLOCKED 12s" in text
+    assert "recovered after a worker died (1h: 1)" in text and "j-9" in text and "2.5s" in text

@@ -1,7 +1,7 @@
 """Retention: after a workload ends and its retention has passed, Redis holds what it held
 before (a private server, retention in seconds): results, dead letters and their error
 groups, graph runs, metrics buckets, system samples, waiters' notify sets, the worker's
-registry entry all go."""
+registry entry, the monitor's turn and events all go."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ async def test_the_database_returns_to_its_keys_after_the_retention() -> None:
             result_ttl=SECOND,
             run_retention=SECOND,
             dead_letter_ttl=SECOND,
+            event_retention=SECOND,
             metrics=metrics,
-            worker=fast_worker(),
+            worker=fast_worker(monitor_interval=SECOND / 2),
         )
         app = taskflow.TaskFlow(settings=settings, name="retention")
 

@@ -62,6 +62,9 @@ METRICS: Mapping[str, str] = {
     "redis_evicted_keys": "keys Redis evicted in the window (maxmemory under an evicting "
     "policy: jobs and results among them), as workers read Redis's counter each minute",
     "sla_missed": "SLA targets (app.sla) missed over the window (task= for one task's)",
+    "stuck_jobs": "jobs not moving now (app.monitor.stuck(): overdue on a blocked worker, "
+    "no live worker, paused, no worker has the task), in the queue (queue=) or all; "
+    "task= counts one task's",
 }
 _QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
 _SYSTEM_METRICS = {"system_cpu", "system_memory", "loop_lag"}

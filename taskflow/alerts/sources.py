@@ -8,6 +8,7 @@ from .._clock import now_ms
 from .._protocol import keys
 from .._registry import live_workers
 from ..metrics import Metrics
+from ..monitor import Monitor
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -48,12 +49,8 @@ class Measurer:
             return await self._system(metric, c)
         if metric == "redis_evicted_keys":
             return await self._evicted(c)
-        if metric == "sla_missed":
-            slas = getattr(self.app, "slas", None)  # TaskFlow has them; a bare client none
-            if slas is None or not slas.targets:
-                return None
-            report = await slas.check(since=c.window, task=c.task)
-            return float(len(report.missed))
+        if metric in ("stuck_jobs", "sla_missed"):
+            return await self._operations(c)
         summary = await Metrics(self.app).summary(task=c.task, queue=c.queue, since=c.window)
         if metric == "failure_rate":
             return summary.failure_rate if summary.count else None
@@ -67,6 +64,17 @@ class Measurer:
         }[metric]
         value: float | None = getattr(summary.run, quantile)
         return value
+
+    async def _operations(self, c: Condition) -> float | None:
+        """Stuck jobs now, or SLA targets missed over the window."""
+        if c.metric == "stuck_jobs":
+            stuck = await Monitor(self.app).stuck(None if c.queue is None else [c.queue])
+            return float(sum(s.count for s in stuck if c.task is None or s.task == c.task))
+        slas = getattr(self.app, "slas", None)  # TaskFlow has them; a bare client none
+        if slas is None or not slas.targets:
+            return None
+        report = await slas.check(since=c.window, task=c.task)
+        return float(len(report.missed))
 
     async def _evicted(self, c: Condition) -> float:
         """Keys Redis evicted in the window, as the worker that saw the most noted them

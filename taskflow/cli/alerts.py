@@ -20,7 +20,7 @@ from ._params import Since
 __all__ = ("alerts",)
 
 _TIME = "%Y-%m-%d %H:%M:%S"
-_INSTANT = {"queue_depth", "oldest_job_age", "live_workers"}  # metrics without a window
+_INSTANT = {"queue_depth", "oldest_job_age", "live_workers", "stuck_jobs"}  # no window
 
 
 @click.group(

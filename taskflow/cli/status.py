@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..app import TaskFlow
 from ..dead_letters import DeadLetter, ErrorGroup
-from ..monitor import QueueHealth, StuckJob, WorkerHealth
+from ..monitor import QueueHealth, Recovery, StuckJob, WorkerHealth
 from ..schedules import ScheduleInfo
 from . import CONTEXT, app_argument, console, log_level_option, open_app
 from ._params import Duration
@@ -35,6 +35,7 @@ class Snapshot:
     alerts: list[tuple[str, str, str]]  #: rule, state, since
     failures: list[DeadLetter]
     errors: Sequence[ErrorGroup] = ()
+    recoveries: Sequence[Recovery] = ()  #: jobs re-run after their worker died, last hour
 
 
 async def snapshot(app: TaskFlow) -> Snapshot:
@@ -52,6 +53,7 @@ async def snapshot(app: TaskFlow) -> Snapshot:
         alerts=alerts,
         failures=await app.dead_letters.list(limit=10),
         errors=(await app.dead_letters.errors())[:5],
+        recoveries=await app.monitor.recoveries(since=timedelta(hours=1)),
     )
 
 
@@ -86,7 +88,7 @@ def _worker_row(w: WorkerHealth) -> list[str]:
         escape(w.id),
         escape(", ".join(w.queues)),
         f"{w.running}/{w.concurrency}",
-        f"{w.loop_lag:.2f}s",
+        f"{w.loop_lag:.2f}s" if w.blocked_for is None else f"BLOCKED {w.blocked_for:.0f}s",
         f"{w.last_heartbeat:.1f}s ago",
         escape(w.version or "?"),
     ]
@@ -124,6 +126,21 @@ def render(s: Snapshot) -> Group:
             for j in s.stuck
         ]
         parts.append(_table("stuck", ("kind", "queue", "jobs", "since", "why"), rows))
+    if s.recoveries:
+        rows = [
+            [
+                f"{r.restarted:{_TIME}}",
+                escape(r.job_id),
+                escape(r.task or "?"),
+                escape(r.dead_worker or "?"),
+                "?" if r.downtime is None else f"{r.downtime:.1f}s",
+            ]
+            for r in s.recoveries[-10:]
+        ]
+        columns = ("restarted", "job", "task", "dead worker", "death to restart")
+        parts.append(
+            _table(f"recovered after a worker died (1h: {len(s.recoveries)})", columns, rows)
+        )
     if s.schedules:
         rows = [
             [

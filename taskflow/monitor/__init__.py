@@ -3,6 +3,16 @@
 See docs/operations.md.
 """
 
-from .monitor import Monitor, QueueHealth, StuckJob, WorkerHealth
+from .monitor import Monitor, QueueHealth, Recovery, StuckJob, WorkerHealth
+from .sweep import MonitorService, SweepReport, sweep
 
-__all__ = ("Monitor", "QueueHealth", "StuckJob", "WorkerHealth")
+__all__ = (
+    "Monitor",
+    "MonitorService",
+    "QueueHealth",
+    "Recovery",
+    "StuckJob",
+    "SweepReport",
+    "WorkerHealth",
+    "sweep",
+)

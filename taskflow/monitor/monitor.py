@@ -12,7 +12,7 @@ import orjson
 
 from .._clock import ms_to_datetime, now_ms
 from .._protocol import keys
-from .._registry import WorkerInfo, live_workers
+from .._registry import WorkerInfo, live_workers, read_events
 from ..errors import redis_errors
 from ..metrics import Metrics
 
@@ -21,10 +21,15 @@ if TYPE_CHECKING:
 
     from .._client import Client
 
-__all__ = ("Monitor", "QueueHealth", "StuckJob", "WorkerHealth")
+__all__ = ("Monitor", "QueueHealth", "Recovery", "StuckJob", "WorkerHealth")
 
 _HEAD = 100  # oldest ready jobs per queue looked at for stuck kinds
 _RATE_WINDOW = timedelta(minutes=5)
+_DEATH_LOOKBACK = timedelta(minutes=15)  # a recovery's death was noted up to this earlier
+
+
+def _ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +62,38 @@ class WorkerHealth:
     started: datetime
     version: str
     counts: dict[str, int]
+    #: seconds its event loop has been blocked, as its loop watch reports (None: it is not)
+    blocked_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StuckJob:
     """Jobs that are not moving, and why. ``job_id`` names the oldest of ``count``."""
 
-    kind: str  #: no_worker (nobody serves the queue), no_task (no live worker has the task), paused
+    #: overdue (past its timeout on a blocked worker), no_worker (nobody serves the queue),
+    #: no_task (no live worker has the task), paused
+    kind: str
     queue: str
     task: str
     job_id: str
     count: int
     since: datetime  #: when the oldest became due
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """A job re-run after its worker died mid-attempt."""
+
+    job_id: str
+    queue: str
+    task: str  #: "" when the death was not seen by a monitor pass
+    attempt: int  #: the attempt that took it up again
+    dead_worker: str  #: the worker that died running it ("" when not seen)
+    worker: str  #: the worker that took it up
+    last_heartbeat: datetime | None  #: the dead worker's last sign of life
+    restarted: datetime
+    downtime: float | None  #: seconds from that last heartbeat to the restart
 
 
 class Monitor:
@@ -123,12 +147,22 @@ class Monitor:
         return out
 
     @redis_errors
-    async def stuck(self, names: Iterable[str] | None = None) -> list[StuckJob]:
-        """Ready jobs that nothing will run as things stand: their queue has no live worker,
-        is paused, or no live worker serving it registers their task (a version skew: they
-        wait, they are not failed). At most the oldest 100 ready jobs per queue are read."""
-        workers = await live_workers(self.app.redis, self.app.keys)
+    async def stuck(
+        self, names: Iterable[str] | None = None, *, workers: list[WorkerInfo] | None = None
+    ) -> list[StuckJob]:
+        """Jobs that are not moving, each kind told apart: ``overdue`` (running past its
+        timeout on a worker whose event loop is blocked: the monitor's next pass fails it
+        as timed out), and ready jobs that nothing will run as things stand: their queue
+        has no live worker (``no_worker``), is ``paused``, or no live worker serving it
+        registers their task (``no_task``, a version skew: they wait, they are not failed).
+        At most the oldest 100 ready jobs per queue are read."""
+        if workers is None:
+            workers = await live_workers(self.app.redis, self.app.keys)
         chosen = sorted(set(names) if names is not None else self._names(workers))
+        overdue = [j for j in _overdue(workers, now_ms()) if j.queue in chosen]
+        return overdue + await self._waiting(chosen, workers)
+
+    async def _waiting(self, chosen: list[str], workers: list[WorkerInfo]) -> list[StuckJob]:
         now = now_ms()
         redis = self.app.redis
         async with redis.pipeline(transaction=False) as pipe:
@@ -185,8 +219,78 @@ class Monitor:
                 )
         return out
 
+    @redis_errors
+    async def events(
+        self, since: timedelta = timedelta(hours=1), kinds: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """What the monitor saw and did, oldest first (the last 1,000 events, 7 days at
+        most): ``overdue`` (a job failed as timed out on a blocked worker), ``worker_died``
+        (with the jobs it was running), ``recovered`` (a dead worker's job claimed again),
+        ``retention`` (what a pass removed). Each is a dict with ``kind`` and ``at`` (ms)."""
+        wanted = set(kinds) if kinds is not None else None
+        events = await read_events(self.app.redis, self.app.keys, now_ms() - _ms(since))
+        return [e for e in events if wanted is None or e.get("kind") in wanted]
+
+    @redis_errors
+    async def recoveries(self, since: timedelta = timedelta(hours=1)) -> list[Recovery]:
+        """Jobs whose worker died while running them and that another claim took up again
+        (the lease's work), with the time from the worker's last heartbeat to the restart.
+        A death is known once a monitor pass has seen the worker gone (within a lease and a
+        monitor interval of it)."""
+        events = await self.events(since + _DEATH_LOOKBACK, ("worker_died", "recovered"))
+        deaths: dict[str, dict[str, Any]] = {}  # job id -> the last death that ran it
+        for e in events:
+            if e.get("kind") == "worker_died":
+                for job in e.get("jobs", ()):
+                    deaths[str(job.get("id"))] = {**e, "job": job}
+        start = now_ms() - _ms(since)
+        out = []
+        for e in events:
+            if e.get("kind") != "recovered" or int(e.get("at", 0)) < start:
+                continue
+            death = deaths.get(str(e.get("job")))
+            beat = int(death["last_beat_ms"]) if death else None
+            at = int(e["at"])
+            out.append(
+                Recovery(
+                    job_id=str(e.get("job")),
+                    queue=str(e.get("queue", "")),
+                    task=str(death["job"].get("task", "")) if death else "",
+                    attempt=int(e.get("attempt", 0)),
+                    dead_worker=str(death["worker"]) if death else "",
+                    worker=str(e.get("worker", "")),
+                    last_heartbeat=ms_to_datetime(beat) if beat is not None else None,
+                    restarted=ms_to_datetime(at),
+                    downtime=max(0.0, (at - beat) / 1000) if beat is not None else None,
+                )
+            )
+        return out
+
     def _names(self, workers: list[WorkerInfo]) -> set[str]:
         return set(self.app.queues) | {q for w in workers for q in w.queues}
+
+
+def _overdue(workers: list[WorkerInfo], now: int) -> list[StuckJob]:
+    """Jobs past their timeout on workers whose loop watch reports the loop blocked."""
+    out = []
+    for w in workers:
+        if w.blocked_since_ms is None:
+            continue
+        blocked = max(0.0, (now - w.blocked_since_ms) / 1000)
+        for job in w.jobs:
+            deadline = job.get("deadline_ms")
+            if deadline is None or deadline > now:
+                continue
+            why = (
+                f"over its timeout on worker {w.id}, whose event loop has been blocked for "
+                f"{blocked:.1f}s (a body that does not await): the monitor fails it as timed "
+                "out and the job is retried elsewhere under its task's policy"
+            )
+            since = ms_to_datetime(int(deadline))
+            out.append(
+                StuckJob("overdue", job["queue"], job.get("task", ""), job["id"], 1, since, why)
+            )
+    return out
 
 
 def _task_of(raw: bytes | None) -> str:
@@ -212,4 +316,7 @@ def _worker(w: WorkerInfo, now: int) -> WorkerHealth:
         started=ms_to_datetime(w.started_ms),
         version=w.version,
         counts=w.counts,
+        blocked_for=None
+        if w.blocked_since_ms is None
+        else max(0.0, (now - w.blocked_since_ms) / 1000),
     )
