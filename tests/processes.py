@@ -174,12 +174,16 @@ class Workers:
         concurrency: int,
         env: Mapping[str, str],
         extra: Sequence[str] = (),
+        supervise: bool = False,
     ) -> WorkerProcess:
-        """Start a worker on ``queues`` with ``env`` added to the test environment."""
+        """Start a worker on ``queues`` with ``env`` added to the test environment; unless
+        ``supervise``, with ``--no-supervise`` (the process is the worker itself)."""
         argv = [sys.executable, "-m", "taskflow", "--log-level", "INFO", "worker", self.app]
         for queue in queues:
             argv += ["--queue", queue]
         argv += ["--concurrency", str(concurrency), *extra]
+        if not supervise:
+            argv.append("--no-supervise")
         log_path = self.tmp_path / f"worker-{len(self.started)}.log"
         log_file = log_path.open("wb")
         proc = subprocess.Popen(

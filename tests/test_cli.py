@@ -220,7 +220,8 @@ def test_worker_options_reach_the_worker_settings(
     monkeypatch.setattr(worker_module, "_run_worker", run_worker)
     name = modules(APP_MODULE)
     argv = ["worker", f"{name}:app", "-q", "emails", "--queue", "default", "-c", "50"]
-    done = invoke(*argv, "--grace", "30", "--lease", "1m", "--alert-interval", "5s")
+    options = ("--grace", "30", "--lease", "1m", "--alert-interval", "5s", "--no-supervise")
+    done = invoke(*argv, *options)
     assert done.exit_code == 0, done.output
     [(app, settings, services)] = seen
     assert app is sys.modules[name].app
@@ -230,6 +231,34 @@ def test_worker_options_reach_the_worker_settings(
     assert settings.lease == timedelta(minutes=1)
     assert settings.alert_interval == timedelta(seconds=5)
     assert services == []
+
+
+def test_a_supervised_worker_runs_the_same_command_as_its_child(
+    modules: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+
+    class Recorder:
+        def __init__(self, argv: list[str]) -> None:
+            seen.append(argv)
+
+        def run(self) -> int:
+            return 3
+
+    worker_module = importlib.import_module("taskflow.cli.worker")
+    monkeypatch.setattr(worker_module, "Supervisor", Recorder)
+    name = modules(APP_MODULE)
+    done = invoke(
+        "--log-level", "debug", "worker", f"{name}:app", "-q", "a", "-q", "b", "--lease", "1m",
+        "--no-schedules",
+    )  # fmt: skip
+    assert done.exit_code == 3, done.output
+    [argv] = seen
+    assert argv[:3] == [sys.executable, "-m", "taskflow"]
+    assert argv[3:] == [
+        "--log-level", "DEBUG", "worker", f"{name}:app", "--queue", "a", "--queue", "b",
+        "--lease", "60.0s", "--metrics-host", "127.0.0.1", "--no-schedules",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -465,8 +494,8 @@ def test_worker_no_schedules_turns_the_ticker_off(
     worker_module = importlib.import_module("taskflow.cli.worker")
     monkeypatch.setattr(worker_module, "_run_worker", fake_run)
     module = modules(APP_MODULE)
-    assert invoke("worker", f"{module}:app", "--no-schedules").exit_code == 0
-    assert invoke("worker", f"{module}:app").exit_code == 0
+    assert invoke("worker", f"{module}:app", "--no-schedules", "--no-supervise").exit_code == 0
+    assert invoke("worker", f"{module}:app", "--no-supervise").exit_code == 0
     assert [s.schedules for s in seen] == [False, True]
 
 

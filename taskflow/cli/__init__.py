@@ -66,10 +66,14 @@ def log_level_option(f: F) -> F:
     return option(f)
 
 
+def log_level() -> str:
+    """The level given with --log-level (INFO by default)."""
+    return str(click.get_current_context().meta.get(_LOG_LEVEL, "INFO"))
+
+
 def setup_logging() -> None:
     """Log to standard error at the level given with --log-level (INFO by default)."""
-    level = click.get_current_context().meta.get(_LOG_LEVEL, "INFO")
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.basicConfig(level=log_level(), format=LOG_FORMAT)
 
 
 # -- the app --------------------------------------------------------------------------------

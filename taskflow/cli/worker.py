@@ -3,6 +3,7 @@ served by a live worker?)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -16,11 +17,13 @@ from .._protocol import keys
 from .._registry import WorkerInfo, live_workers
 from .._worker import Service
 from .._worker.memory import redis_state
+from .._worker.supervised import SUPERVISOR_FD_ENV, SupervisorLink
 from ..app import TaskFlow
 from ..config import WorkerSettings, build
 from ..connection import redact
-from . import CONTEXT, app_argument, log_level_option, open_app
+from . import CONTEXT, app_argument, log_level, log_level_option, open_app
 from ._params import Duration
+from .supervisor import Supervisor, child_argv
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,6 +118,14 @@ async def _run_worker(app: TaskFlow, settings: WorkerSettings, services: list[Se
     help="How often the app's alert rules are evaluated, e.g. 5s "
     "(default: the app's setting, 15s).",
 )
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Run the worker as a child process and replace it when it dies or wedges (its "
+    "event loop blocked past a running job's timeout). --no-supervise runs it in this "
+    "process (under another supervisor, or to debug).",
+)
 @log_level_option
 def worker(
     target: str,
@@ -126,6 +137,7 @@ def worker(
     metrics_host: str,
     no_schedules: bool,
     alert_interval: timedelta | None,
+    supervise: bool,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT.
 
@@ -146,11 +158,38 @@ def worker(
     if no_schedules:
         settings = settings.model_copy(update={"schedules": False})
     services: list[Service] = []
+    link = os.environ.get(SUPERVISOR_FD_ENV)
+    if link is not None:  # this is the supervised child
+        services.append(SupervisorLink(int(link)))
+    elif supervise:
+        ctx = click.get_current_context()
+        status = Supervisor(child_argv(_child_command(ctx))).run()
+        if status:
+            ctx.exit(status)
+        return
     if metrics_port is not None:
         from ..metrics.prometheus import MetricsServer  # prometheus-client only if asked
 
         services.append(MetricsServer(metrics_port, metrics_host))
     anyio.run(_run_worker, app, settings, services, backend="asyncio")
+
+
+def _child_command(ctx: click.Context) -> list[str]:
+    """This ``taskflow worker`` command line, as parsed, for the supervised child."""
+    argv = ["--log-level", log_level(), "worker"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            argv.insert(3, str(value))
+        elif isinstance(param, click.Option) and value not in (None, False, ()):
+            flag = max(param.opts, key=len)
+            if param.is_flag:
+                argv.append(flag)
+                continue
+            for item in value if param.multiple else (value,):
+                shown = f"{item.total_seconds()}s" if isinstance(item, timedelta) else str(item)
+                argv += [flag, shown]
+    return [a for a in argv if a != "--supervise"]
 
 
 async def _check(
