@@ -6,7 +6,7 @@ Serve it for real (Redis from ``TASKFLOW_REDIS_URL``, default ``redis://localhos
 
 then ``curl -X POST localhost:8000/sums -H 'content-type: application/json' -d '{"x": 2, "y": 3}'``
 and ``curl localhost:8000/sums/<job_id>``. Status routes live under ``/taskflow``
-(``/taskflow/health``, ``/taskflow/jobs/<job_id>``).
+(``/taskflow/health``, ``/taskflow/ready``, ``/taskflow/status``, ``/taskflow/jobs/<job_id>``).
 
 Run it as a script (``python examples/fastapi_app.py``) for a short self-contained demo that
 drives the app through httpx without a server, and exits.

@@ -257,7 +257,7 @@ class QueueSummary(BaseModel):
 
 
 class HealthReport(BaseModel):
-    """Body of ``GET /health``."""
+    """Body of ``GET /status``."""
 
     model_config = _model
 
@@ -323,13 +323,15 @@ def _datetime(ms: int) -> datetime:
 
 
 def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
-    """Status routes for ``app``: ``GET /health``, ``GET /ready``, ``GET /jobs/{job_id}`` and
-    ``GET /metrics``.
+    """Status routes for ``app``: ``GET /health``, ``GET /ready``, ``GET /status``,
+    ``GET /jobs/{job_id}`` and ``GET /metrics``.
 
-    ``GET /health`` answers 200 with Redis status, live workers and the app's queues, or
-    503 when Redis is unreachable (or the app is not open) within ``health_timeout``
-    seconds. ``GET /ready`` is for an orchestrator's readiness probe: 200 when Redis answers
-    and this process's embedded worker (if any) is running, else 503 with the reason.
+    ``GET /health`` is a liveness probe: 200 whenever the process answers HTTP (it reads
+    nothing from Redis: a Redis outage must not get healthy API processes restarted).
+    ``GET /ready`` is for an orchestrator's readiness probe: 200 when Redis answers within
+    ``health_timeout`` seconds and this process's embedded worker (if any) is running, else
+    503 with the reason. ``GET /status`` answers 200 with Redis status, live workers and the
+    app's queues, or 503 when Redis is unreachable (or the app is not open).
     ``GET /jobs/{job_id}`` answers with the job's status and, once it finished,
     its result or error; 404 for a job that does not exist (or whose result expired). Pass
     ``?queue=`` for jobs on a queue other than the app's default, to tell deferred from
@@ -338,7 +340,7 @@ def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
     503 when Redis is unreachable.
 
     :param app: the app whose queues and jobs the routes describe.
-    :param health_timeout: seconds the health check and a metrics scrape wait for Redis.
+    :param health_timeout: seconds /ready, /status and a metrics scrape wait for Redis.
     :returns: a router to mount with ``api.include_router(router(app), prefix=...)``.
 
     Example::
@@ -347,12 +349,17 @@ def router(app: TaskFlow, *, health_timeout: float = 5.0) -> APIRouter:
     """
     routes = APIRouter()
 
+    @routes.get("/health")
+    async def health() -> dict[str, bool]:
+        """Liveness: the process answers (nothing is read from Redis)."""
+        return {"alive": True}
+
     @routes.get(
-        "/health",
+        "/status",
         response_model=HealthReport,
         responses={503: {"model": HealthReport, "description": "Redis is unreachable."}},
     )
-    async def health() -> HealthReport | JSONResponse:
+    async def status() -> HealthReport | JSONResponse:
         try:
             with anyio.fail_after(health_timeout):
                 return await _health(app)

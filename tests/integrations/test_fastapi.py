@@ -96,7 +96,7 @@ async def test_enqueue_route_then_result_route(make_app: type[TaskFlow]) -> None
 
 
 @pytest.mark.asyncio
-async def test_health_lists_the_worker_and_its_queues(
+async def test_status_lists_the_worker_and_its_queues(
     make_app: type[TaskFlow], queue_name: str, redis: Redis
 ) -> None:
     tf = make_app()
@@ -104,7 +104,7 @@ async def test_health_lists_the_worker_and_its_queues(
     api = build_api(tf, worker=True, concurrency=7)
     async with serve(api) as client:
         worker_id = api.state.taskflow_worker.id
-        response = await client.get("/taskflow/health")
+        response = await client.get("/taskflow/status")
         assert response.status_code == 200
         body = response.json()
         assert body["redis"] == "ok"
@@ -181,7 +181,7 @@ async def test_without_worker_jobs_stay_queued(make_app: type[TaskFlow], queue_n
         assert job["result"] is None
         result = await client.get(f"/result/{job_id}", params={"timeout": 0.1})
         assert result.status_code == 504
-        health = (await client.get("/taskflow/health")).json()
+        health = (await client.get("/taskflow/status")).json()
         assert health["queues"][queue_name] == {"queued": 1, "deferred": 0, "workers": 0}
         assert not [w for w in health["workers"] if queue_name in w["queues"]]
         assert await tf.job(job_id).abort()  # leave nothing queued behind
@@ -235,15 +235,17 @@ async def test_dependency_outside_the_lifespan_is_a_lifecycle_error(
 
 
 @pytest.mark.asyncio
-async def test_health_is_503_when_redis_is_unreachable() -> None:
+async def test_status_is_503_and_health_200_when_redis_is_unreachable() -> None:
     # a borrowed client on a closed port: opening the app does not connect
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
         tf = TaskFlow(redis=dead)
         async with serve(build_api(tf)) as client:
-            response = await client.get("/taskflow/health")
+            response = await client.get("/taskflow/status")
+            alive = await client.get("/taskflow/health")
     finally:
         await dead.aclose()
+    assert alive.status_code == 200 and alive.json() == {"alive": True}
     assert response.status_code == 503
     body = response.json()
     assert body["redis"] == "unreachable"
