@@ -5,6 +5,11 @@ arguments, a corrupt payload, a task no worker ran within ``unknown_task_window`
 whose workers kept dying) is kept for ``Settings.dead_letter_ttl`` (7 days) by the script
 that records its failure: its payload as stored, and its error, attempts and times. Retry
 puts the same job (same id) back on its queue, or another, as a new first attempt.
+
+A graph node that fails for good is kept the same way, with its run and node. Retrying it
+(``lua/retry_node.lua``, one atomic call) runs it again in its run, and brings back the
+nodes below it that never ran because it failed: they run once it succeeds, and the run,
+running again, ends as its nodes now do.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from ._clock import ms_to_datetime, now_ms
 from ._options import check_queue
 from ._protocol import keys
 from ._protocol.codecs import CorruptPayload, decode_job
-from .errors import ConfigurationError, JobNotFound, redis_errors
+from ._protocol.scripts import RetryReply
+from .errors import ConfigurationError, JobNotFound, RetryRefused, redis_errors
 from .task import JobHandle
 
 if TYPE_CHECKING:
@@ -48,6 +54,9 @@ class DeadLetter:
     worker: str
     args: list[Any]  #: as stored (JSON); empty if the payload could not be decoded
     kwargs: dict[str, Any]
+    run_id: str | None = None  #: a graph node's run (None for a plain job)
+    node: str | None = None  #: a graph node's name (``NodeStatus.name``)
+    node_index: int | None = None  #: a graph node's index (``NodeStatus.index``)
 
     @property
     def reason(self) -> str:
@@ -79,14 +88,23 @@ class DeadLetters:
 
     @redis_errors
     async def list(
-        self, *, queue: str | None = None, task: str | None = None, limit: int = 50
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        run_id: str | None = None,
+        limit: int = 50,
     ) -> list[DeadLetter]:
-        """The newest first, up to ``limit``, of a queue or task if given."""
+        """The newest first, up to ``limit``, of a queue, task or graph run if given."""
         if not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"limit={limit!r} must be a positive integer")
         out: list[DeadLetter] = []
         async for letter in self._scan(newest_first=True):
-            if (queue is None or letter.queue == queue) and (task is None or letter.task == task):
+            if (
+                (queue is None or letter.queue == queue)
+                and (task is None or letter.task == task)
+                and (run_id is None or letter.run_id == run_id)
+            ):
                 out.append(letter)
                 if len(out) >= limit:
                     break
@@ -136,16 +154,30 @@ class DeadLetters:
     async def retry(self, job_id: str, *, queue: str | None = None) -> JobHandle[Any]:
         """Put the job back on its queue (or ``queue``) as it was enqueued, under the same
         id, as a new first attempt; it leaves the dead letters. Its old result is deleted,
-        so a waiter gets the new one."""
+        so a waiter gets the new one.
+
+        A graph node runs again in its run (wait on ``app.run_handle(letter.run_id)``: a
+        node's job has no result of its own); the nodes below it that never ran because it
+        failed run once it succeeds, and the run, running again, ends as its nodes now do.
+
+        :raises JobNotFound: no dead letter ``job_id``.
+        :raises RetryRefused: a graph node whose run expired or was cancelled, that is no
+            longer failed (retried already), or whose retry is too big for one call.
+        """
         raw = await cast(
             "Awaitable[dict[bytes, bytes]]",
             self.app.redis.hgetall(self.app.keys.dead_letter(job_id)),
         )
-        if not raw or not raw.get(b"payload"):
+        if not raw or not raw.get(b"record"):
             raise JobNotFound(job_id)
         record = orjson.loads(raw[b"record"])
         target = queue or record["queue"]
         check_queue(target)
+        if record.get("run") is not None:
+            await self._retry_node(job_id, record["run"], int(record["node"]), target)
+            return JobHandle(self.app, job_id, record["task"], target)
+        if not raw.get(b"payload"):
+            raise JobNotFound(job_id)
         now = now_ms()
         expiry = int(self.app.settings.job_ttl.total_seconds() * 1000)
         async with self.app.redis.pipeline(transaction=True) as pipe:
@@ -162,6 +194,34 @@ class DeadLetters:
             pipe.publish(keys.wake_channel(target), "1")
             await pipe.execute()
         return JobHandle(self.app, job_id, record["task"], target)
+
+    async def _retry_node(self, job_id: str, run_id: str, index: int, queue: str) -> None:
+        settings = self.app.settings
+        reply, detail = await self.app.scripts.retry_node(
+            self.app.keys,
+            run_id,
+            index,
+            queue,
+            now_ms=now_ms(),
+            expiry_ms=int(settings.job_ttl.total_seconds() * 1000),
+            max_age_ms=int(settings.run_max_age.total_seconds() * 1000),
+        )
+        if reply is RetryReply.OK:
+            return
+        if reply is RetryReply.NO_LETTER:
+            raise JobNotFound(job_id)
+        reasons = {
+            RetryReply.RUN_GONE: f"its graph run {run_id!r} expired (runs are kept for "
+            "Settings.run_retention after they end); submit the graph again",
+            RetryReply.CANCELLED: f"its graph run {run_id!r} was cancelled",
+            RetryReply.NOT_FAILED: f"node {index} of run {run_id!r} is {detail}, not failed "
+            "(retried already?)",
+            RetryReply.SETTLING: f"its graph run {run_id!r} is still applying the trigger "
+            "rules of a node that just ended; try again in a few seconds",
+            RetryReply.TOO_BIG: f"bringing back the nodes below it would read over {detail} "
+            "node states in one call; submit the graph again",
+        }
+        raise RetryRefused(job_id, reasons[reply])
 
     @redis_errors
     async def purge(
@@ -216,11 +276,11 @@ class DeadLetters:
     async def _read(self, job_ids: Sequence[str]) -> Sequence[tuple[str, DeadLetter]]:
         async with self.app.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self.app.keys.dead_letter(job_id), ["payload", "record"])
+                pipe.hmget(self.app.keys.dead_letter(job_id), ["payload", "record", "node"])
             rows = await pipe.execute()
         out: _Found = []
         limit = self.app.settings.max_payload_bytes
-        for job_id, (payload, record) in zip(job_ids, rows, strict=True):
+        for job_id, (payload, record, node) in zip(job_ids, rows, strict=True):
             if record is None:
                 continue
             data = orjson.loads(record)
@@ -247,6 +307,9 @@ class DeadLetters:
                         worker=data["worker"],
                         args=args,
                         kwargs=kwargs,
+                        run_id=data.get("run"),
+                        node=node.decode() if node is not None else None,
+                        node_index=data.get("node"),
                     ),
                 )
             )

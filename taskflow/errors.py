@@ -30,6 +30,7 @@ Hierarchy::
     │   ├── GraphFailed               a run ended with failed nodes; lists them and their errors
     │   └── ResultTimeout (+TimeoutError)  the result did not arrive in time
     ├── LifecycleError (+RuntimeError)    used before opening, after closing, or opened twice
+    ├── RetryRefused                  a dead letter cannot be retried as things stand; says why
     └── ChannelError                  an alert channel could not deliver (no secrets inside)
 
     Retry                             raised by a task body to be run again (not a TaskflowError)
@@ -73,6 +74,7 @@ __all__ = (
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
+    "RetryRefused",
     "RunNotFound",
     "SerializationError",
     "TaskFailed",
@@ -299,6 +301,17 @@ class ResultTimeout(ExecutionError, TimeoutError):
 
 class LifecycleError(TaskflowError, RuntimeError):
     """An object was used in the wrong state: before opening, after closing, or twice."""
+
+
+class RetryRefused(TaskflowError):
+    """A dead letter cannot be retried as things stand: a graph node whose run expired or
+    was cancelled, or that is no longer failed (retried already), or whose retry would be
+    too big for one atomic call. ``job_id`` names it and ``reason`` says why."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"dead letter {job_id!r} cannot be retried: {reason}")
+        self.job_id = job_id
+        self.reason = reason
 
 
 class ChannelError(TaskflowError):

@@ -31,6 +31,7 @@ from redis import Redis
 
 import taskflow
 from taskflow._clock import now_ms
+from taskflow._protocol import keys
 from taskflow._protocol.keys import AppKeys
 from taskflow.cli import cli, main
 from taskflow.cli._params import Duration
@@ -578,6 +579,51 @@ def test_dlq_list_show_retry_purge_and_queue_commands_end_to_end(modules: Any) -
         assert purged_q.exit_code == 0 and "2 jobs deleted" in purged_q.stdout
     finally:
         asyncio.run(clean())
+
+
+def test_dlq_shows_and_retries_a_dead_graph_node_and_the_run_finishes(modules: Any) -> None:
+    name = f"cli-graph-{uuid.uuid4().hex[:8]}"
+    module = importlib.import_module(modules(OPS_MODULE.format(url=REDIS_URL, name=name)))
+    app: taskflow.TaskFlow = module.app
+    target = f"{module.__name__}:app"
+    broken_run: list[taskflow.RunHandle] = []
+
+    async def fail_a_node() -> None:
+        async with app, app.worker():
+            graph = app.graph("orders")
+            first = graph.add(module.flaky, "o-1", name="first")
+            graph.add(module.flaky, first, name="second")
+            run = await graph.submit()
+            broken_run.append(run)
+            with pytest.raises(taskflow.GraphFailed):
+                await run.wait(timeout=10)
+
+    async def finish(run: taskflow.RunHandle) -> dict[str, Any]:
+        async with app, app.worker():
+            return await app.run_handle(run.run_id).wait(timeout=10)
+
+    async def clean(run: taskflow.RunHandle) -> None:
+        async with app:
+            await app.dead_letters.purge()
+            await app.redis.delete(f"arq:queue:{name}", *keys.run_keys(run.run_id))
+
+    asyncio.run(fail_a_node())
+    [run] = broken_run
+    job_id = keys.node_job_id(run.run_id, 0)
+    try:
+        listed = invoke("dlq", "list", target, "--run", run.run_id)
+        assert listed.exit_code == 0 and job_id in listed.stdout and "first" in listed.stdout
+        assert "no dead letters" in invoke("dlq", "list", target, "--run", "0" * 32).stdout
+        shown = invoke("dlq", "show", target, job_id)
+        assert shown.exit_code == 0
+        assert f"node first (index 0) of run {run.run_id}" in shown.stdout
+        module.broken["yes"] = False
+        retried = invoke("dlq", "retry", target, job_id)
+        assert retried.exit_code == 0 and f"job {job_id}: back on queue {name}" in retried.stdout
+        assert asyncio.run(finish(run)) == {"first": "o-1 done", "second": "o-1 done done"}
+        assert invoke("dlq", "retry", target, job_id).exit_code == 1  # gone once retried
+    finally:
+        asyncio.run(clean(run))
 
 
 SLA_MODULE = """

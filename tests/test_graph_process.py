@@ -468,6 +468,39 @@ async def test_all_success_child_of_a_skipped_and_a_failed_parent_is_upstream_fa
     assert status.state == "failed"
 
 
+@pytest.mark.asyncio
+async def test_a_dead_node_retried_continues_its_run_across_processes(workers: Workers) -> None:
+    """``mid`` fails for good in a worker process: it is a dead letter naming its run and
+    node; once fixed, its retry (from this process) runs it and then ``leaf``, once each."""
+    queues = new_queues("dlq")
+    await workers.start_live(queues, 2)
+    tid = uuid.uuid4().hex
+    fixed = f"{graph_app.prefix(tid)}fixed"
+    names = ["root", "mid", "leaf", "side"]
+    async with client(queues, tid) as (app, redis, run_ids):
+        step = app.tasks["step"]
+        graph = app.graph(f"dlq-{tid[:8]}")
+        root = graph.add(step, tid, "root", name="root")
+        mid = graph.add(step, tid, "mid", name="mid", fail_unless=fixed, after=[root])
+        graph.add(step, tid, "leaf", name="leaf", after=[mid], queue=queues[1])
+        graph.add(step, tid, "side", name="side", after=[root])
+        run = await graph.submit()
+        run_ids.append(run.run_id)
+        assert (await wait_run(run, timeout=30)).state == "failed"
+        try:
+            [letter] = await app.dead_letters.list(run_id=run.run_id)
+            assert (letter.node, letter.node_index) == ("mid", 1)
+            await redis.set(fixed, 1, ex=600)
+            await app.dead_letters.retry(letter.job_id)
+            status = await wait_run(run, timeout=30)
+        finally:
+            await redis.delete(app.keys.dead_letter(keys.node_job_id(run.run_id, 1)))
+        effects = await read_effects(redis, tid, names)
+    assert status.state == "succeeded"
+    assert {n: effects[n].count for n in names} == {"root": 1, "mid": 2, "leaf": 1, "side": 1}
+    assert effects["mid"].attempts == [1, 1]  # the retry is a new first attempt
+
+
 # -- 2. a wide fan-in whose parents end together ----------------------------------------------
 
 

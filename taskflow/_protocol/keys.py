@@ -44,6 +44,7 @@ __all__ = (
     "REAPING",
     "REAP_ABOVE",
     "REAP_GRACE_MS",
+    "RETRY_BUDGET",
     "SETTLING",
     "SUBMIT_CHUNK",
     "NODE_JOB_ID_LUA_PATTERN",
@@ -296,6 +297,11 @@ run is 334 calls of a few ms, not one of 900 ms."""
 INLINE_PARENTS: Final = 32
 """A node start returns its data parents' results with it up to this many; a node with more
 (a wide join) reads them itself in chunks, so its start stays one short call."""
+
+RETRY_BUDGET: Final = 20_000
+"""Node states one retry of a dead graph node reads at most (``lua/retry_node.lua``): the
+nodes below it that its failure settled, and the parents of those whose counts it
+recomputes. A retry that would read more is refused: it must be one atomic call."""
 
 SUBMIT_CHUNK: Final = 1000
 """Fields per command when a graph is written at submission (a 50,000-node graph is written

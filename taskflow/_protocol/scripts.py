@@ -35,6 +35,7 @@ __all__ = (
     "FinishReply",
     "NodeStart",
     "NodeVerdict",
+    "RetryReply",
     "Scripts",
     "lua_source",
 )
@@ -68,6 +69,18 @@ class NodeVerdict(StrEnum):
     CANCELLED = "cancelled"  #: the run is being cancelled
     GONE = "gone"  #: the run's state expired or was never there
     ENDED = "ended"  #: the node already reached a terminal state
+
+
+class RetryReply(StrEnum):
+    """What ``retry_node.lua`` did with a dead graph node (all but OK: nothing)."""
+
+    OK = "ok"  #: back on a queue; detail: how many nodes below it were brought back
+    RUN_GONE = "run_gone"  #: the run's state expired (or was deleted)
+    CANCELLED = "cancelled"  #: the run was cancelled
+    NOT_FAILED = "not_failed"  #: the node is not failed (detail: its state): retried already?
+    NO_LETTER = "no_letter"  #: no dead letter for it
+    SETTLING = "settling"  #: the run is still applying rules of ended nodes: try again
+    TOO_BIG = "too_big"  #: more than detail (keys.RETRY_BUDGET) node states to read
 
 
 class AlertAction(StrEnum):
@@ -161,6 +174,7 @@ def _prelude() -> str:
     lines.append(f"local REAP_ABOVE = {keys.REAP_ABOVE}")
     lines.append(f"local REAP_GRACE_MS = {keys.REAP_GRACE_MS}")
     lines.append(f"local INLINE_PARENTS = {keys.INLINE_PARENTS}")
+    lines.append(f"local RETRY_BUDGET = {keys.RETRY_BUDGET}")
     lines.append(f"local ROOTS = {_lua_string(keys.ROOTS)}")
     lines.append(f"local NODE_JOB_ID = {_lua_string(keys.NODE_JOB_ID_LUA_PATTERN)}")
     lines.append(f"local NODE_JOB_SEP = {_lua_string(keys.NODE_JOB_SEP)}")
@@ -191,6 +205,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "cancel_run": ("job_lib", "node_lib", "graph_lib"),
     "submit_run": ("job_lib", "node_lib", "graph_lib"),
     "settle_more": ("job_lib", "node_lib", "graph_lib"),
+    "retry_node": ("job_lib", "node_lib", "graph_lib"),
 }
 """The shared libraries each script needs, in load order (a library costs every call of a
 script that loads it, so a script loads only what it uses)."""
@@ -255,6 +270,7 @@ class Scripts:
         self._finish_node = load("finish_node")
         self._settle_more = load("settle_more")
         self._cancel_run = load("cancel_run")
+        self._retry_node = load("retry_node")
         self._submit_run = load("submit_run")
         self._queue_move = load("queue_move")
         self._queue_purge = load("queue_purge")
@@ -448,10 +464,12 @@ class Scripts:
         retention_ms: int,
         expiry_ms: int,
         lease_ms: int,
+        dead: tuple[keys.AppKeys, bytes, int, int, str, str] | None = None,
         via: Caller | None = None,
     ) -> FinishReply:
         """End one attempt of a graph node's job and release or settle its children
-        (``MORE``: children are left; go on with :meth:`settle_more`)."""
+        (``MORE``: children are left; go on with :meth:`settle_more`); ``dead``: it failed
+        for good, keep it as a dead letter, as :meth:`finish` does."""
         job_id = keys.node_job_id(run_id, index)
         script_keys = [
             *keys.run_keys(run_id),
@@ -477,6 +495,10 @@ class Scripts:
             expiry_ms,
             lease_ms,
         ]
+        if dead is not None:
+            app, record, keep_ms, now, group, sample = dead
+            script_keys += [app.dead_letters, app.dead_letter(job_id), app.error_groups]
+            args += [record, keep_ms, now, group, sample]
         return FinishReply(int(await self._call(self._finish_node, script_keys, args, via)))
 
     async def submit_run(
@@ -538,6 +560,37 @@ class Scripts:
             [run_id, now_ms, retention_ms, lease_ms],
         )
         return None if int(signalled) < 0 else (int(signalled), bool(int(more)))
+
+    async def retry_node(
+        self,
+        app: keys.AppKeys,
+        run_id: str,
+        index: int,
+        queue: str,
+        *,
+        now_ms: int,
+        expiry_ms: int,
+        max_age_ms: int,
+    ) -> tuple[RetryReply, str]:
+        """Put a dead graph node back on ``queue`` as a new first attempt, bringing back the
+        nodes below it that its failure settled (``lua/retry_node.lua``): ``(reply,
+        detail)``."""
+        job_id = keys.node_job_id(run_id, index)
+        script_keys = [
+            *keys.run_keys(run_id),
+            keys.notify(run_id),
+            app.dead_letters,
+            app.dead_letter(job_id),
+            keys.queue(queue),
+            keys.job(job_id),
+            keys.retry(job_id),
+            keys.failures(job_id),
+            keys.lease_lost(job_id),
+        ]
+        reply = await self._call(
+            self._retry_node, script_keys, [run_id, index, now_ms, expiry_ms, max_age_ms]
+        )
+        return RetryReply(reply[0].decode()), reply[1].decode()
 
     # -- queue operations ------------------------------------------------------------------
 

@@ -467,6 +467,9 @@ async def _record(
     settings = worker.app.settings
     if node is not None:
         run_id, index = node
+        # a node's error as stored (a result that could not be stored fails it too)
+        error = orjson.loads(result) if state == "failed" else None
+        dead = _dead_letter(worker, claim, payload, error, start, finish, node)
 
         async def call() -> FinishReply:
             return await worker.app.scripts.finish_node(
@@ -482,10 +485,13 @@ async def _record(
                 retention_ms=int(settings.run_retention.total_seconds() * 1000),
                 expiry_ms=int(settings.job_ttl.total_seconds() * 1000),
                 lease_ms=int(worker.settings.lease.total_seconds() * 1000),
+                dead=dead,
                 via=worker.batcher,
             )
     else:
-        dead = _dead_letter(worker, claim, payload, outcome, start, finish)
+        failed = outcome.mode == "done" and outcome.status == "failed"
+        error = outcome.value if failed else None
+        dead = _dead_letter(worker, claim, payload, error, start, finish)
 
         async def call() -> FinishReply:
             return await worker.app.scripts.finish(
@@ -515,28 +521,32 @@ def _dead_letter(
     worker: Runner,
     claim: Claimed,
     payload: JobPayload | None,
-    outcome: Outcome,
+    error: Any,
     start: int,
     finish: int,
+    node: tuple[str, int] | None = None,
 ) -> tuple[AppKeys, bytes, int, int, str, str] | None:
-    """A job that failed for good is kept as a dead letter (``app.dead_letters``): its
-    error, attempts and times here; its payload, as stored, is copied by the script."""
+    """A job that failed for good (``error`` is not None) is kept as a dead letter
+    (``app.dead_letters``): its error, attempts and times here, and a graph node's run and
+    index; its payload, as stored (and a node's name), are copied by the script."""
     keep = worker.app.settings.dead_letter_ttl
-    if outcome.mode != "done" or outcome.status != "failed" or keep <= timedelta(0):
+    if error is None or keep <= timedelta(0):
         return None
     record = {
         "task": payload.task if payload else "",
         "queue": claim.queue,
-        "error": outcome.value,
+        "error": error,
         "attempts": claim.attempt,
         "enqueue_ms": payload.enqueue_ms if payload else 0,
         "start_ms": start,
         "failed_ms": finish,
         "worker": worker.id,
     }
-    error = outcome.value if isinstance(outcome.value, dict) else {}
-    group = f"{record['task']}\x1f{error.get('type', '?')}"
-    sample = f"{error.get('message', '')}\n{error.get('traceback', '')}"[:_SAMPLE_CHARS]
+    if node is not None:
+        record["run"], record["node"] = node
+    details = error if isinstance(error, dict) else {}
+    group = f"{record['task']}\x1f{details.get('type', '?')}"
+    sample = f"{details.get('message', '')}\n{details.get('traceback', '')}"[:_SAMPLE_CHARS]
     keep_ms = int(keep.total_seconds() * 1000)
     return worker.app.keys, dumps(record), keep_ms, finish, group, sample
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..app import TaskFlow
 from ..dead_letters import DeadLetter
-from ..errors import JobNotFound
+from ..errors import JobNotFound, RetryRefused
 from . import CONTEXT, TaskflowGroup, app_argument, console, log_level_option, open_app
 from ._params import Duration
 
@@ -159,7 +159,8 @@ def dlq() -> None:
     """Jobs that failed for good: list, show, retry, purge.
 
     A job whose last attempt failed is kept as a dead letter (Settings.dead_letter_ttl, 7
-    days by default) with its arguments, error and attempts.
+    days by default) with its arguments, error and attempts; a graph node's also with its
+    run and node, and retrying it continues the run.
 
     \b
     Examples:
@@ -174,10 +175,14 @@ def dlq() -> None:
 @app_argument
 @click.option("--queue", "-q", metavar="QUEUE", help="Only this queue's.")
 @click.option("--task", metavar="TASK", help="Only this task's.")
+@click.option("--run", "run_id", metavar="RUN_ID", help="Only this graph run's nodes.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @log_level_option
-def list_(target: str, queue: str | None, task: str | None, limit: int) -> None:
+def list_(target: str, queue: str | None, task: str | None, run_id: str | None, limit: int) -> None:
     """The newest dead letters.
+
+    A graph node's shows its name in the node column; its job id is its run id, a dot and
+    its index.
 
     \b
     Example:
@@ -186,7 +191,7 @@ def list_(target: str, queue: str | None, task: str | None, limit: int) -> None:
     letters = anyio.run(
         _with,
         open_app(target),
-        lambda a: a.dead_letters.list(queue=queue, task=task, limit=limit),
+        lambda a: a.dead_letters.list(queue=queue, task=task, run_id=run_id, limit=limit),
         backend="asyncio",
     )
     out = console()
@@ -194,13 +199,14 @@ def list_(target: str, queue: str | None, task: str | None, limit: int) -> None:
         out.print("no dead letters")
         return
     table = Table(title="dead letters (newest first, times in UTC)")
-    for column in ("failed", "job id", "task", "queue", "attempts", "error"):
+    for column in ("failed", "job id", "node", "task", "queue", "attempts", "error"):
         table.add_column(column)
     for d in letters:
         error = f"{d.reason}: {d.message}"
         table.add_row(
             f"{d.failed:{_TIME}}",
             d.job_id,
+            escape(d.node or ""),
             escape(d.task),
             escape(d.queue),
             str(d.attempts),
@@ -218,6 +224,8 @@ def _show(d: DeadLetter) -> str:
         f"  kwargs:   {d.kwargs!r}",
         f"  error:    {d.reason}: {d.message}",
     ]
+    if d.run_id is not None:
+        lines.insert(1, f"  graph:    node {d.node} (index {d.node_index}) of run {d.run_id}")
     if d.error.get("traceback"):
         lines += ["", str(d.error["traceback"]).rstrip()]
     return "\n".join(lines)
@@ -255,7 +263,9 @@ def retry(target: str, job_id: str, queue: str | None) -> None:
     """Put a dead letter back on its queue.
 
     On its queue, or --queue, as a new first attempt: the same job id runs again, and its
-    old result is deleted. Exits 1 if there is no dead letter JOB_ID.
+    old result is deleted. A graph node runs again in its run, and the nodes below it that
+    never ran because it failed run once it succeeds. Exits 1 if there is no dead letter
+    JOB_ID, or if a graph node's run expired or was cancelled.
 
     \b
     Example:
@@ -270,6 +280,8 @@ def retry(target: str, job_id: str, queue: str | None) -> None:
         )
     except JobNotFound as exc:
         raise click.ClickException(f"no dead letter {job_id!r}") from exc
+    except RetryRefused as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"job {job_id}: back on queue {job.queue}")
 
 

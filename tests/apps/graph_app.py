@@ -126,11 +126,13 @@ def _register_tasks(app: taskflow.TaskFlow) -> None:
         sleep: float = 0.0,
         first_sleep: float | None = None,
         deps: list[Any] | None = None,
+        fail_unless: str | None = None,
     ) -> str:
         """Record the start, sleep, record the end; fail if told to; return the node name.
 
         ``first_sleep``: sleep this long instead on the first attempt (a test kills the
         worker meanwhile). ``deps``: data parents' results, recorded as received.
+        ``fail_unless``: fail while the test has not set this Redis key ("fixed").
         """
         attempt = await _started(app, tid, node)
         if deps is not None:
@@ -139,7 +141,7 @@ def _register_tasks(app: taskflow.TaskFlow) -> None:
         if duration:
             await anyio.sleep(duration)
         await _ended(app, tid, node)
-        if fail:
+        if fail or (fail_unless is not None and not await app.redis.exists(fail_unless)):
             raise NodeFailed(f"node {node} fails by design")
         return node
 

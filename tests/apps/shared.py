@@ -28,13 +28,15 @@ def fast_worker(**overrides: Any) -> taskflow.WorkerSettings:
 
 
 def settings(queue: str, worker: taskflow.WorkerSettings, **overrides: Any) -> taskflow.Settings:
-    """The test Redis (never an embedded server), results and jobs kept for an hour."""
+    """The test Redis (never an embedded server), results, jobs and dead letters kept for an
+    hour."""
     base: dict[str, Any] = {
         "redis_url": REDIS_URL,
         "embedded": "never",
         "default_queue": queue,
         "result_ttl": timedelta(hours=1),
         "job_ttl": timedelta(hours=1),
+        "dead_letter_ttl": timedelta(hours=1),
         "worker": worker,
     }
     return taskflow.Settings(**(base | overrides))

@@ -20,17 +20,8 @@ if mode == 'done' then
     -- a dead letter keeps the job's payload as stored, to be retried as it was
     local payload = redis.pcall('GET', KEYS[2])
     if type(payload) ~= 'string' then payload = '' end
-    local keep = tonumber(ARGV[8])
-    redis.call('HSET', KEYS[10], 'payload', payload, 'record', ARGV[7])
-    redis.call('PEXPIRE', KEYS[10], keep)
-    redis.call('ZADD', KEYS[9], ARGV[9], ARGV[3])
-    redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', tonumber(ARGV[9]) - keep)
-    redis.call('PEXPIRE', KEYS[9], keep)  -- gone with the last letter
-    local group = ARGV[10]
-    redis.call('HINCRBY', KEYS[11], group .. ':n', 1)
-    redis.call('HSETNX', KEYS[11], group .. ':first', ARGV[9])
-    redis.call('HSET', KEYS[11], group .. ':last', ARGV[9], group .. ':sample', ARGV[11])
-    redis.call('PEXPIRE', KEYS[11], keep)
+    keep_dead_letter(KEYS[9], KEYS[10], KEYS[11], ARGV[3], payload, ARGV[7], tonumber(ARGV[8]),
+      ARGV[9], ARGV[10], ARGV[11], {})
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[7])
   redis.call('ZREM', KEYS[5], ARGV[3])

@@ -1,4 +1,4 @@
--- Shared by the scripts that end graph nodes (finish_node.lua, cancel_run.lua), after
+-- Shared by the scripts that end graph nodes (finish_node.lua, cancel_run.lua, ...), after
 -- lib.lua. Their KEYS start with the run's key family (RUN_KEYS keys), then the run's
 -- notify set (keys.notify(run id)).
 local META, NODES, STATE, PENDING, BAD, SKIP, STATIC, RESULTS, TIMING, SETTLE =
@@ -73,7 +73,9 @@ local function settle_work(run_id, work, now, expiry)
       local c = string.sub(kids, from, to)
       pos = to + 1
       visits = visits + 1
-      if not TERMINAL[redis.call('HGET', STATE, c)] then
+      -- only a pending child has rules to apply: one that ended or was released (by a
+      -- parent's failure, before that parent was retried: retry_node.lua) is done with
+      if redis.call('HGET', STATE, c) == 'pending' then
         local pending = redis.call('HINCRBY', PENDING, c, -1)
         local bad = tonumber(redis.call('HGET', BAD, c) or '0')
         local skip = tonumber(redis.call('HGET', SKIP, c) or '0')

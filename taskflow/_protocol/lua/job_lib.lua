@@ -47,3 +47,20 @@ local function put_back(mode, inprog, queue, job_id, score, retry_counter, failu
   redis.call('ZADD', queue, score, job_id)
   redis.call('PUBLISH', P_WAKE .. queue, '1')
 end
+
+-- Keep a job that failed for good as a dead letter of its app (finish.lua, finish_node.lua):
+-- `payload` as stored and `record` (JSON) in the letter's hash, plus `extra` field/value
+-- pairs (a graph node's name); the letter in the app's set by when it failed; its error
+-- group counted. All expire `keep` ms after the last failure; `now` is ms, as a string.
+local function keep_dead_letter(dead_set, letter, groups, job_id, payload, record, keep, now,
+    group, sample, extra)
+  redis.call('HSET', letter, 'payload', payload, 'record', record, unpack(extra))
+  redis.call('PEXPIRE', letter, keep)
+  redis.call('ZADD', dead_set, now, job_id)
+  redis.call('ZREMRANGEBYSCORE', dead_set, '-inf', tonumber(now) - keep)
+  redis.call('PEXPIRE', dead_set, keep)  -- gone with the last letter
+  redis.call('HINCRBY', groups, group .. ':n', 1)
+  redis.call('HSETNX', groups, group .. ':first', now)
+  redis.call('HSET', groups, group .. ':last', now, group .. ':sample', sample)
+  redis.call('PEXPIRE', groups, keep)
+end
