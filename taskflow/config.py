@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -252,6 +253,22 @@ class WorkerSettings(BaseModel):
         description="How often the worker logs a summary line (jobs, failures, run time "
         "p50/p95) at INFO on the taskflow.worker logger; 0 turns it off.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_redeliveries" in data:
+            warnings.warn(
+                "WorkerSettings.max_redeliveries is now max_worker_deaths, counted as deaths "
+                "(max_redeliveries=N is max_worker_deaths=N+1)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data = dict(data)
+            old = data.pop("max_redeliveries")
+            if isinstance(old, int) and "max_worker_deaths" not in data:
+                data["max_worker_deaths"] = old + 1
+        return data
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Self:

@@ -433,3 +433,9 @@ def test_worker_defaults_to_task_queues() -> None:
     worker = app.worker(concurrency=3)
     assert worker.queues == ["a", "b"] and worker.settings.concurrency == 3
     assert worker.settings.lease == app.settings.worker.lease
+
+
+def test_max_redeliveries_still_reads_as_max_worker_deaths() -> None:
+    with pytest.warns(DeprecationWarning, match="max_worker_deaths"):
+        settings = taskflow.WorkerSettings.model_validate({"max_redeliveries": 2})
+    assert settings.max_worker_deaths == 3

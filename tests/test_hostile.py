@@ -426,16 +426,17 @@ async def test_a_body_blocking_past_its_lease_keeps_it_and_runs_once(
         time.sleep(2.5)  # blocks the event loop: the heartbeat coroutine cannot run
         return len(runs)
 
-    def blocked_record(key: str) -> dict[str, Any] | None:
-        """The worker's record once marked blocked, read from a thread (this test's own
-        coroutine shares the blocked loop)."""
+    def blocked_will(worker_id: str) -> dict[str, Any] | None:
+        """The worker's will once its record is marked blocked, read from a thread (this
+        test's own coroutine shares the blocked loop)."""
         raw = SyncRedis.from_url(REDIS_URL)
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                record = cast("bytes | None", raw.get(key))
+                record = cast("bytes | None", raw.get(app.keys.worker(worker_id)))
                 if record is not None and b"blocked_since_ms" in record:
-                    found: dict[str, Any] = orjson.loads(record)
+                    will = cast("bytes", raw.get(app.keys.will(worker_id)))
+                    found: dict[str, Any] = orjson.loads(will)
                     return found
                 time.sleep(0.05)
             return None
@@ -445,7 +446,7 @@ async def test_a_body_blocking_past_its_lease_keeps_it_and_runs_once(
     caplog.set_level(logging.WARNING, logger="taskflow.worker")
     with ThreadPoolExecutor(1) as pool:
         async with app, app.worker() as running:
-            seen = pool.submit(blocked_record, app.keys.worker(running.id))
+            seen = pool.submit(blocked_will, running.id)
             job = await crunch.enqueue()
             assert await job.result(timeout=30) == 1
             record = seen.result()

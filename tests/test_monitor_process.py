@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 import taskflow
 from taskflow.monitor import sweep
 from tests import processes
-from tests.apps.blocking_app import WORKER, stall
+from tests.apps.blocking_app import WORKER, die_once, stall
 from tests.apps.shared import REDIS_URL, settings
 from tests.helpers import delete_keys
 
@@ -42,6 +42,7 @@ def _client(name: str) -> taskflow.TaskFlow:
     """The app of the worker subprocesses, as this process builds it."""
     client = taskflow.TaskFlow(settings=settings(name, WORKER), name=name)
     client.task(name="stall", timeout=1, retries=1)(stall)
+    client.task(name="die_once")(die_once)
     return client
 
 
@@ -85,7 +86,7 @@ async def test_a_body_blocking_past_its_timeout_is_failed_as_timed_out_and_retri
             assert blocked.proc.poll() is None  # not killed: it runs unsupervised
             assert await sweep(client) is not None
     assert event["job"] == job.job_id and event["attempt"] == 1 and event["timeout_s"] == 1
-    assert event["worker"].startswith(f"{event['worker'].split('-')[0]}-{blocked.pid}-")
+    assert event["worker"].split("-")[-2] == str(blocked.pid)  # its own loop watch did it
     # the timeout (1 s), the loop watch's first report (a heartbeat) and two monitor
     # intervals, with a wide margin for a busy machine
     assert took < 1 + WORKER.heartbeat_interval.total_seconds() + 2 * interval + 10
@@ -95,9 +96,7 @@ async def _live(client: taskflow.TaskFlow) -> list[taskflow.WorkerInfo]:
     return await taskflow.live_workers(client.redis, client.name)
 
 
-async def test_taskflow_worker_replaces_a_wedged_process_and_the_job_is_recovered(
-    tmp_path: Path, name: str
-) -> None:
+async def test_taskflow_worker_replaces_a_wedged_process(tmp_path: Path, name: str) -> None:
     client = _client(name)
     with processes.Workers(tmp_path, APP) as workers:
         supervisor = workers.spawn(
@@ -106,22 +105,43 @@ async def test_taskflow_worker_replaces_a_wedged_process_and_the_job_is_recovere
         async with client:
             job = await client.tasks["stall"].enqueue(60)  # would block its worker a minute
             [first] = await _pids_running(client)
-            # the supervisor kills the wedged child; the next one takes the job up again
-            # once its lease lapses, and the job's second attempt returns at once
+            # its loop watch fails the overdue attempt; the supervisor kills the wedged
+            # child; the next child retries the job, whose second attempt returns at once
             assert await job.result(timeout=60) == 2
-            with anyio.fail_after(30):  # a monitor pass notes the death once its lease is over
-                while not (recoveries := await client.monitor.recoveries())[0].dead_worker:  # noqa: ASYNC110
+            with anyio.fail_after(30):  # a monitor pass notes the first child's death
+                while not await client.monitor.events(kinds=["worker_died"]):  # noqa: ASYNC110
                     await anyio.sleep(0.1)
+            [overdue] = await client.monitor.events(kinds=["overdue"])
+            [died] = await client.monitor.events(kinds=["worker_died"])
             second = {w.pid for w in await client.monitor.workers()}
             supervisor.signal(signal.SIGTERM)
             assert await supervisor.wait(timeout=30) == 0
             log = supervisor.log()
     assert first != supervisor.pid and first not in second and len(second) == 1
-    [recovery] = recoveries
-    assert recovery.job_id == job.job_id and recovery.task == "stall"
-    assert recovery.attempt == 2 and recovery.downtime is not None and recovery.downtime > 0
-    assert recovery.dead_worker.split("-")[-2] == str(first)
+    assert overdue["job"] == job.job_id and overdue["worker"].split("-")[-2] == str(first)
+    assert died["pid"] == first and [j["id"] for j in died["jobs"]] == [job.job_id]
     assert f"worker process {first} is wedged" in log and "starting a new one in 1s" in log
+
+
+async def test_a_job_whose_worker_died_is_recovered_with_its_downtime(
+    tmp_path: Path, name: str
+) -> None:
+    client = _client(name)
+    with processes.Workers(tmp_path, APP) as workers:
+        async with client:
+            doomed = workers.spawn([name], concurrency=1, env={"TEST_BLOCKING_APP": name})
+            job = await client.tasks["die_once"].enqueue()
+            assert await doomed.wait(timeout=30) == 17  # attempt 1 killed it
+            workers.spawn([name], concurrency=1, env={"TEST_BLOCKING_APP": name})
+            assert await job.result(timeout=30) == 2  # its lease lapsed: attempt 2 ran
+            with anyio.fail_after(30):  # a monitor pass notes the death (its record lapsed)
+                while not (found := await client.monitor.recoveries())[0].dead_worker:  # noqa: ASYNC110
+                    await anyio.sleep(0.1)
+    [recovery] = found
+    assert recovery.job_id == job.job_id and recovery.task == "die_once"
+    assert recovery.attempt == 2 and recovery.dead_worker.split("-")[-2] == str(doomed.pid)
+    assert recovery.downtime is not None and recovery.downtime > 0
+    assert recovery.last_heartbeat is not None and recovery.restarted > recovery.last_heartbeat
 
 
 async def _pids_running(client: taskflow.TaskFlow) -> list[int]:

@@ -174,6 +174,7 @@ class AppKeys:
         "error_groups",
         "evictions",
         "monitor_events",
+        "monitor_stuck",
         "monitor_turn",
         "schedule_changes",
         "schedule_prefix",
@@ -212,6 +213,8 @@ class AppKeys:
         """Sorted set ``<ms>:<worker id>:<keys evicted since its last look>`` -> when (ms)."""
         self.monitor_turn = self.prefix + "monitor:turn"
         """The worker id running this interval's monitor pass (SET NX PX: one per interval)."""
+        self.monitor_stuck = self.prefix + "monitor:stuck"
+        """The last pass's stuck jobs (JSON list of kind, queue, task, count), for alerts."""
         self.monitor_events = self.prefix + "monitor:events"
         """Capped stream of what the monitor saw and did (field ``e``: an event's JSON)."""
 

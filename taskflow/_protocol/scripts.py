@@ -218,6 +218,17 @@ def lua_source(name: str) -> str:
     return "\n".join(parts)
 
 
+def release_overdue_keys(job_id: str, queue: str) -> list[str]:
+    """``release_overdue.lua``'s KEYS (also called from the loop watch's thread)."""
+    return [
+        keys.in_progress(job_id),
+        keys.queue(queue),
+        keys.retry(job_id),
+        keys.failures(job_id),
+        keys.lease_lost(job_id),
+    ]
+
+
 def _job_keys(job_id: str, queue: str) -> list[str]:
     """finish.lua's and abort.lua's KEYS."""
     return [
@@ -266,6 +277,8 @@ class Scripts:
         self._abort = load("abort")
         self._renew = load("renew")
         self._release_overdue = load("release_overdue")
+        self._queue_heads = load("queue_heads")
+        self._worker_gone = load("worker_gone")
         self._node_start = load("node_start")
         self._finish_node = load("finish_node")
         self._settle_more = load("settle_more")
@@ -420,17 +433,44 @@ class Scripts:
     ) -> bool:
         """Fail the attempt ``token`` holds of a job over its timeout on a blocked worker and
         put the job back (see ``lua/release_overdue.lua``); False if the claim moved on."""
-        script_keys = [
-            keys.in_progress(job_id),
-            keys.queue(queue),
-            keys.retry(job_id),
-            keys.failures(job_id),
-            keys.lease_lost(job_id),
-        ]
         reply = await self._call(
-            self._release_overdue, script_keys, [token, job_id, now_ms, note, note_ttl_ms]
+            self._release_overdue,
+            release_overdue_keys(job_id, queue),
+            [token, job_id, now_ms, note, note_ttl_ms],
         )
         return bool(int(reply))
+
+    async def queue_heads(
+        self, queues: list[str], now_ms: int, head: int, prefix: int
+    ) -> list[list[tuple[str, float, bytes]]]:
+        """Per queue, its oldest ``head`` ready jobs: ``(id, score, the first ``prefix``
+        bytes of its payload)`` (``lua/queue_heads.lua``)."""
+        if not queues:
+            return []
+        reply = await self._call(
+            self._queue_heads, [keys.queue(q) for q in queues], [now_ms, head, prefix]
+        )
+        out: list[list[tuple[str, float, bytes]]] = []
+        i = 0
+        for _ in queues:
+            n = int(reply[i])
+            i += 1
+            jobs = []
+            for _ in range(n):
+                job, score, start = reply[i], reply[i + 1], reply[i + 2]
+                jobs.append((job.decode(), float(score), bytes(start)))
+                i += 3
+            out.append(jobs)
+        return out
+
+    async def worker_gone(
+        self, app: keys.AppKeys, worker_id: str, event: bytes, keep_ms: int
+    ) -> bool:
+        """Note a dead worker once (``lua/worker_gone.lua``); False if it is not dead or was
+        noted already."""
+        script_keys = [app.worker(worker_id), app.workers, app.will(worker_id), app.monitor_events]
+        args = [worker_id, event, keys.MONITOR_EVENTS_CAP, keep_ms]
+        return bool(int(await self._call(self._worker_gone, script_keys, args)))
 
     # -- graph runs -----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from .._protocol.codecs import (
     encode_result,
 )
 from .._protocol.scripts import Claimed, FinishReply, NodeVerdict, claim_token
+from .._registry import parse_json
 from .._retry import decide, lost_attempts
 from ..connection import CONNECTION_ERRORS
 from ..errors import ArgumentError, FailureKind, PayloadTooLarge, Retry, SerializationError
@@ -205,7 +206,7 @@ async def _note_lease_lost(worker: Runner, claim: Claimed, run: float) -> None:
     }
     ttl_ms = int(worker.app.settings.job_ttl.total_seconds() * 1000)
     try:
-        earlier = _note(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
+        earlier = parse_json(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
         if earlier is not None and earlier.get("attempt") == claim.attempt:
             return  # the monitor failed this attempt as overdue: its note says more
         await worker.app.redis.set(keys.lease_lost(claim.job_id), dumps(note), px=ttl_ms)
@@ -231,30 +232,23 @@ async def _lease_lost(worker: Runner, claim: Claimed, outcome: Outcome) -> Outco
     return _failed(_error(FailureKind.LEASE_LOST, message))
 
 
-def _note(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        note = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    return note if isinstance(note, dict) else None
-
-
 async def _after_overdue(worker: Runner, claim: Claimed, task: Task[Any, Any]) -> Outcome | None:
     """When the monitor failed the previous attempt (over its timeout on a worker whose event
     loop was blocked: ``lua/release_overdue.lua``), apply the task's retry policy to that
     timeout: None runs this attempt as the retry (at once: the timeout has already waited),
     else the job fails for good with the timeout."""
     try:
-        note = _note(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
+        note = parse_json(await worker.app.redis.get(keys.lease_lost(claim.job_id)))
     except (RedisError, OSError):
         return None
     if note is None or note.get("kind") != "overdue" or note.get("attempt") != claim.attempt - 1:
         return None
+    timeout, blocked = note.get("timeout_s", "?"), note.get("blocked_s", "?")
     exc = TimeoutError(
-        f"{task.name} exceeded its timeout of {note['timeout_s']:g}s on worker "
-        f"{note['worker']}, whose event loop was blocked (for {note['blocked_s']:g}s when the "
-        f"monitor failed attempt {note['attempt']}): a body that does not await? run "
-        "blocking code with anyio.to_thread.run_sync"
+        f"{task.name} exceeded its timeout of {timeout}s on worker {note.get('worker', '?')}, "
+        f"whose event loop was blocked (for {blocked}s when attempt {claim.attempt - 1} was "
+        "failed): a body that does not await? run blocking code with "
+        "anyio.to_thread.run_sync"
     )
     # the failure is already counted (the release did): decide as its attempt would have
     before = replace(claim, failures=claim.failures - 1)

@@ -25,7 +25,7 @@ from ..errors import RedisOutOfMemory
 if TYPE_CHECKING:
     from .services import ServiceContext
 
-__all__ = ("Heartbeat", "worker_record")
+__all__ = ("Heartbeat", "running_jobs", "worker_record")
 
 _LISTED_JOBS = 200  # running jobs named in a heartbeat record (the rest are counted)
 
@@ -40,6 +40,7 @@ class Heartbeat:
 
     name = "heartbeat"
     lag = 0.0  #: how late the last heartbeat woke (s): the event loop's lag
+    _willed: frozenset[tuple[Any, ...]] | None = None  # the jobs the will last listed
 
     async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
         await self.beat(ctx)
@@ -65,13 +66,21 @@ class Heartbeat:
         lease_ms = int(ctx.settings.lease.total_seconds() * 1000)
         now = now_ms()
         jobs = ctx.jobs
-        record = orjson.dumps(worker_record(ctx, now, self.lag))
+        record = worker_record(ctx, now, self.lag)
+        jobs_now = running_jobs(ctx)
+        ids = frozenset((j["id"], j["attempt"], j["deadline_ms"]) for j in jobs_now)
         try:
             async with ctx.redis.pipeline(transaction=False) as pipe:
-                pipe.set(ctx.keys.worker(ctx.worker_id), record, px=lease_ms)
-                pipe.set(ctx.keys.will(ctx.worker_id), record, px=lease_ms + keys.WILL_KEEP_MS)
+                pipe.set(ctx.keys.worker(ctx.worker_id), orjson.dumps(record), px=lease_ms)
+                will_ms = lease_ms + keys.WILL_KEEP_MS
+                if ids != self._willed:  # rewritten only when the running jobs changed
+                    will = orjson.dumps({**record, "jobs": jobs_now})
+                    pipe.set(ctx.keys.will(ctx.worker_id), will, px=will_ms)
+                else:
+                    pipe.pexpire(ctx.keys.will(ctx.worker_id), will_ms)
                 pipe.zadd(ctx.keys.workers, {ctx.worker_id: now})
                 await pipe.execute()
+            self._willed = ids
             renewing = [
                 (job_id, slot.claim.queue, claim_token(ctx.worker_id, slot.claim.attempt))
                 for job_id, slot in jobs.running.items()
@@ -99,22 +108,11 @@ class Heartbeat:
 def worker_record(
     ctx: ServiceContext, now: int, lag: float, blocked_since: int | None = None
 ) -> dict[str, Any]:
-    """The worker's heartbeat record: who it is, what it serves and runs (the first 200
-    running jobs by id, queue, attempt, task, start and timeout deadline), its loop's lag;
-    ``blocked_since``: written by the loop watch while the event loop is blocked."""
+    """The worker's heartbeat record: who it is, what it serves and runs (counts), its
+    loop's lag; ``blocked_since``: written by the loop watch while the event loop is
+    blocked."""
     jobs = ctx.jobs
-    running = list(jobs.running.items())
-    listed = [
-        {
-            "id": job_id,
-            "queue": slot.claim.queue,
-            "attempt": slot.claim.attempt,
-            "task": slot.task,
-            "started_ms": slot.started_ms,
-            "deadline_ms": None if math.isinf(slot.deadline_ms) else int(slot.deadline_ms),
-        }
-        for job_id, slot in running[:_LISTED_JOBS]
-    ]
+    running = list(jobs.running.values())
     record: dict[str, Any] = {
         "id": ctx.worker_id,
         "host": socket.gethostname(),
@@ -125,12 +123,29 @@ def worker_record(
         "started_ms": jobs.started_ms,
         "beat_ms": now,
         "counts": dict(jobs.counts),
-        "running_by_queue": dict(Counter(slot.claim.queue for _, slot in running)),
+        "running_by_queue": dict(Counter(slot.claim.queue for slot in running)),
         "loop_lag": round(lag, 3),
         "version": __version__,
         "tasks": sorted(ctx.client.tasks),
-        "jobs": listed,
     }
     if blocked_since is not None:
         record["blocked_since_ms"] = blocked_since
     return record
+
+
+def running_jobs(ctx: ServiceContext) -> list[dict[str, Any]]:
+    """The first 200 running jobs, for the worker's will: id, queue, attempt, task, start
+    and timeout deadline (None: no timeout, or its outcome is being written)."""
+    return [
+        {
+            "id": job_id,
+            "queue": slot.claim.queue,
+            "attempt": slot.claim.attempt,
+            "task": slot.task,
+            "started_ms": slot.started_ms,
+            "deadline_ms": None
+            if slot.finishing or math.isinf(slot.deadline_ms)
+            else int(slot.deadline_ms),
+        }
+        for job_id, slot in list(ctx.jobs.running.items())[:_LISTED_JOBS]
+    ]

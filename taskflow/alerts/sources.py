@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .._clock import now_ms
 from .._protocol import keys
-from .._registry import live_workers
+from .._registry import live_workers, loads_or_none
 from ..metrics import Metrics
 from ..monitor import Monitor
 
@@ -68,13 +68,32 @@ class Measurer:
     async def _operations(self, c: Condition) -> float | None:
         """Stuck jobs now, or SLA targets missed over the window."""
         if c.metric == "stuck_jobs":
-            stuck = await Monitor(self.app).stuck(None if c.queue is None else [c.queue])
-            return float(sum(s.count for s in stuck if c.task is None or s.task == c.task))
+            return float(sum(count for _, queue, task, count in await self._stuck(c)))
         slas = getattr(self.app, "slas", None)  # TaskFlow has them; a bare client none
         if slas is None or not slas.targets:
             return None
         report = await slas.check(since=c.window, task=c.task)
         return float(len(report.missed))
+
+    async def _stuck(self, c: Condition) -> list[tuple[str, str, str, int]]:
+        """Stuck jobs as the monitor's last pass listed them (kind, queue, task, count), or,
+        with no pass in the last three intervals, as read now."""
+        raw = await self.app.redis.get(self.app.keys.monitor_stuck)
+        listed = loads_or_none(raw)
+        if isinstance(listed, list):
+            rows = [
+                (str(r.get("kind")), str(r.get("queue")), str(r.get("task")), r["count"])
+                for r in listed
+                if isinstance(r, dict) and isinstance(r.get("count"), int)
+            ]
+        else:
+            stuck = await Monitor(self.app).stuck(None if c.queue is None else [c.queue])
+            rows = [(s.kind, s.queue, s.task, s.count) for s in stuck]
+        return [
+            r
+            for r in rows
+            if (c.queue is None or r[1] == c.queue) and (c.task is None or r[2] == c.task)
+        ]
 
     async def _evicted(self, c: Condition) -> float:
         """Keys Redis evicted in the window, as the worker that saw the most noted them

@@ -26,10 +26,9 @@ logger = logging.getLogger("taskflow.supervisor")
 _BACKOFF_FIRST = 1.0
 _BACKOFF_CAP = 30.0
 _STABLE = 60.0  # a child that lived this long resets the restart backoff
-# exit statuses that are answers, not deaths: 0 stopped (a signal sent to it directly), 2 it
-# refused to start (a bad option or app, Redis unreachable or refusing): starting it again
-# would fail alike
-_FINAL = (0, 2)
+# exit statuses that are answers, not deaths: 0 stopped (a signal sent to it directly), and
+# for the first child 2, it refused to start (a bad option or app, Redis unreachable or
+# refusing): starting it again would fail alike
 _SILENCE = 60.0  # seconds without a line from a child whose link had spoken: wedged
 
 
@@ -62,7 +61,10 @@ class Supervisor:
         while True:
             started = time.monotonic()
             code, wedged = self._run_child()
-            if self.stopping or (code in _FINAL and not wedged):
+            # 2 (refused to start) is final for the first child only: a later one may meet
+            # a Redis outage, which passes
+            final = code == 0 or (code == 2 and self.restarts == 0)
+            if self.stopping or (final and not wedged):
                 return code if code >= 0 else 128 - code
             if time.monotonic() - started >= _STABLE:
                 backoff = _BACKOFF_FIRST
@@ -88,6 +90,8 @@ class Supervisor:
         finally:
             os.close(write_fd)
         logger.info("worker process %d started (supervised by %d)", self.child.pid, os.getpid())
+        if self.stopping:  # a signal came while it was being started
+            self.child.send_signal(signal.SIGTERM)
         try:
             return self._watch(self.child, read_fd)
         finally:
@@ -96,18 +100,22 @@ class Supervisor:
     def _watch(self, child: subprocess.Popen[bytes], fd: int) -> tuple[int, bool]:
         heard = time.monotonic()
         spoke = False  # the child's link has written a line (it is up)
+        listening = True  # until the pipe's end: then silence decides
         buffered = b""
         while True:
             code = child.poll()
             if code is not None:
                 return code, False
             try:
-                ready, _, _ = select.select([fd], [], [], 0.25)
+                ready, _, _ = select.select([fd] if listening else [], [], [], 0.25)
             except InterruptedError:  # a signal: handled, go on
                 continue
             why = None
-            if ready:
-                buffered += os.read(fd, 4096)
+            chunk = os.read(fd, 4096) if ready else b""
+            if ready and not chunk:
+                listening = False  # the child closed its end
+            if chunk:
+                buffered += chunk
                 *lines, buffered = buffered.split(b"\n")
                 if lines:
                     heard, spoke = time.monotonic(), True

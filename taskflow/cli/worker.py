@@ -158,7 +158,7 @@ def worker(
     if no_schedules:
         settings = settings.model_copy(update={"schedules": False})
     services: list[Service] = []
-    link = os.environ.get(SUPERVISOR_FD_ENV)
+    link = os.environ.pop(SUPERVISOR_FD_ENV, None)  # not for processes its jobs start
     if link is not None:  # this is the supervised child
         services.append(SupervisorLink(int(link)))
     elif supervise:
@@ -181,7 +181,9 @@ def _child_command(ctx: click.Context) -> list[str]:
         value = ctx.params.get(param.name or "")
         if isinstance(param, click.Argument):
             argv.insert(3, str(value))
-        elif isinstance(param, click.Option) and value not in (None, False, ()):
+        elif isinstance(param, click.Option) and not (
+            value is None or value is False or value == ()
+        ):
             flag = max(param.opts, key=len)
             if param.is_flag:
                 argv.append(flag)

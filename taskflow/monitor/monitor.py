@@ -4,6 +4,7 @@ at for a stuck kind are at most ``_HEAD`` of the oldest ready ones per queue."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -12,7 +13,7 @@ import orjson
 
 from .._clock import ms_to_datetime, now_ms
 from .._protocol import keys
-from .._registry import WorkerInfo, live_workers, read_events
+from .._registry import WorkerInfo, blocked_wills, live_workers, overdue, read_events
 from ..errors import redis_errors
 from ..metrics import Metrics
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ("Monitor", "QueueHealth", "Recovery", "StuckJob", "WorkerHealth")
 
 _HEAD = 100  # oldest ready jobs per queue looked at for stuck kinds
+_PAYLOAD_START = 256  # bytes of a job's payload read to find its task name
 _RATE_WINDOW = timedelta(minutes=5)
 _DEATH_LOOKBACK = timedelta(minutes=15)  # a recovery's death was noted up to this earlier
 
@@ -159,25 +161,21 @@ class Monitor:
         if workers is None:
             workers = await live_workers(self.app.redis, self.app.keys)
         chosen = sorted(set(names) if names is not None else self._names(workers))
-        overdue = [j for j in _overdue(workers, now_ms()) if j.queue in chosen]
-        return overdue + await self._waiting(chosen, workers)
+        wills = await blocked_wills(self.app.redis, self.app.keys, workers)
+        late = [j for j in _overdue(workers, wills) if j.queue in chosen]
+        return late + await self._waiting(chosen, workers)
 
     async def _waiting(self, chosen: list[str], workers: list[WorkerInfo]) -> list[StuckJob]:
-        now = now_ms()
         redis = self.app.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in chosen:
-                pipe.zrangebyscore(
-                    keys.queue(name), "-inf", now, start=0, num=_HEAD, withscores=True
-                )
-            pipe.smembers(keys.PAUSED)
-            heads = await pipe.execute()
-        paused = {p.decode() for p in heads[-1]}
+        heads = await self.app.scripts.queue_heads(chosen, now_ms(), _HEAD, _PAYLOAD_START)
+        paused = {
+            p.decode() for p in await cast("Awaitable[set[bytes]]", redis.smembers(keys.PAUSED))
+        }
         out: list[StuckJob] = []
-        for name, head in zip(chosen, heads, strict=False):
+        for name, head in zip(chosen, heads, strict=True):
             if not head:
                 continue
-            oldest_id, oldest_score = head[0][0].decode(), head[0][1]
+            oldest_id, oldest_score, _ = head[0]
             since = ms_to_datetime(int(oldest_score))
             serving = [w for w in workers if name in w.queues]
             if name in paused:
@@ -189,34 +187,8 @@ class Monitor:
                 out.append(StuckJob("no_worker", name, "", oldest_id, len(head), since, why))
                 continue
             known = set().union(*(w.tasks for w in serving))
-            if not known:  # workers too old to say which tasks they have
-                continue
-            ids = [job.decode() for job, _ in head]
-            payloads = await cast(
-                "Awaitable[list[bytes | None]]", redis.mget([keys.job(i) for i in ids])
-            )
-            missing: dict[str, list[tuple[str, float]]] = {}
-            for (job, score), raw in zip(head, payloads, strict=True):
-                task = _task_of(raw)
-                if task and task not in known:
-                    missing.setdefault(task, []).append((job.decode(), score))
-            for task, jobs in sorted(missing.items()):
-                why = (
-                    f"no live worker serving {name} registers task {task!r} (a version "
-                    "skew? the jobs wait for a worker that has it)"
-                )
-                first_id, first_score = jobs[0]
-                out.append(
-                    StuckJob(
-                        "no_task",
-                        name,
-                        task,
-                        first_id,
-                        len(jobs),
-                        ms_to_datetime(int(first_score)),
-                        why,
-                    )
-                )
+            if known:  # else workers too old to say which tasks they have
+                out += _no_task(name, head, known)
         return out
 
     @redis_errors
@@ -236,27 +208,33 @@ class Monitor:
         """Jobs whose worker died while running them and that another claim took up again
         (the lease's work), with the time from the worker's last heartbeat to the restart.
         A death is known once a monitor pass has seen the worker gone (within a lease and a
-        monitor interval of it)."""
+        monitor interval of it), with the jobs its last heartbeat listed: a job claimed less
+        than a heartbeat before the death is listed without it (``dead_worker`` "" and
+        ``downtime`` None)."""
         events = await self.events(since + _DEATH_LOOKBACK, ("worker_died", "recovered"))
         deaths: dict[str, dict[str, Any]] = {}  # job id -> the last death that ran it
         for e in events:
-            if e.get("kind") == "worker_died":
-                for job in e.get("jobs", ()):
-                    deaths[str(job.get("id"))] = {**e, "job": job}
+            jobs = e.get("jobs")
+            if e.get("kind") == "worker_died" and isinstance(jobs, list):
+                for job in jobs:
+                    if isinstance(job, dict):
+                        deaths[str(job.get("id"))] = {**e, "job": job}
         start = now_ms() - _ms(since)
         out = []
         for e in events:
-            if e.get("kind") != "recovered" or int(e.get("at", 0)) < start:
+            at = e.get("at")
+            if e.get("kind") != "recovered" or not isinstance(at, int) or at < start:
                 continue
             death = deaths.get(str(e.get("job")))
-            beat = int(death["last_beat_ms"]) if death else None
-            at = int(e["at"])
+            beat = death.get("last_beat_ms") if death else None
+            if not isinstance(beat, int) or not beat:
+                beat = None
             out.append(
                 Recovery(
                     job_id=str(e.get("job")),
                     queue=str(e.get("queue", "")),
                     task=str(death["job"].get("task", "")) if death else "",
-                    attempt=int(e.get("attempt", 0)),
+                    attempt=e["attempt"] if isinstance(e.get("attempt"), int) else 0,
                     dead_worker=str(death["worker"]) if death else "",
                     worker=str(e.get("worker", "")),
                     last_heartbeat=ms_to_datetime(beat) if beat is not None else None,
@@ -270,37 +248,58 @@ class Monitor:
         return set(self.app.queues) | {q for w in workers for q in w.queues}
 
 
-def _overdue(workers: list[WorkerInfo], now: int) -> list[StuckJob]:
-    """Jobs past their timeout on workers whose loop watch reports the loop blocked."""
+def _overdue(workers: list[WorkerInfo], wills: dict[str, dict[str, Any]]) -> list[StuckJob]:
+    """Jobs past their timeout (on the worker's clock) on workers whose loop watch reports
+    the loop blocked."""
     out = []
     for w in workers:
-        if w.blocked_since_ms is None:
+        if w.blocked_since_ms is None or w.id not in wills:
             continue
-        blocked = max(0.0, (now - w.blocked_since_ms) / 1000)
-        for job in w.jobs:
-            deadline = job.get("deadline_ms")
-            if deadline is None or deadline > now:
-                continue
+        blocked = max(0.0, (w.beat_ms - w.blocked_since_ms) / 1000)
+        for job in overdue(wills[w.id], w.beat_ms):
             why = (
                 f"over its timeout on worker {w.id}, whose event loop has been blocked for "
-                f"{blocked:.1f}s (a body that does not await): the monitor fails it as timed "
-                "out and the job is retried elsewhere under its task's policy"
+                f"{blocked:.1f}s (a body that does not await): it is failed as timed out "
+                "and retried elsewhere under its task's policy"
             )
-            since = ms_to_datetime(int(deadline))
-            out.append(
-                StuckJob("overdue", job["queue"], job.get("task", ""), job["id"], 1, since, why)
-            )
+            since = ms_to_datetime(int(job["deadline_ms"]))
+            task = str(job.get("task", ""))
+            out.append(StuckJob("overdue", job["queue"], task, job["id"], 1, since, why))
     return out
 
 
-def _task_of(raw: bytes | None) -> str:
-    if raw is None:
+def _no_task(name: str, head: list[tuple[str, float, bytes]], known: set[str]) -> list[StuckJob]:
+    missing: dict[str, list[tuple[str, float]]] = {}
+    for job, score, start in head:
+        task = _task_of(start)
+        if task and task not in known:
+            missing.setdefault(task, []).append((job, score))
+    out = []
+    for task, jobs in sorted(missing.items()):
+        why = (
+            f"no live worker serving {name} registers task {task!r} (a version skew? the "
+            "jobs wait for a worker that has it)"
+        )
+        first_id, first_score = jobs[0]
+        since = ms_to_datetime(int(first_score))
+        out.append(StuckJob("no_task", name, task, first_id, len(jobs), since, why))
+    return out
+
+
+_TASK_FIELD = re.compile(rb'"f":("(?:[^"\\]|\\.)*")')
+
+
+def _task_of(start: bytes) -> str:
+    """The task name from the start of a job's payload (its second field, after ``t``);
+    "" when it is not there (not a taskflow payload, or a name longer than the start)."""
+    match = _TASK_FIELD.search(start)
+    if match is None:
         return ""
     try:
-        data: Any = orjson.loads(raw)
+        task = orjson.loads(match.group(1))
     except orjson.JSONDecodeError:
         return ""
-    return str(data.get("f", "")) if isinstance(data, dict) else ""
+    return task if isinstance(task, str) else ""
 
 
 def _worker(w: WorkerInfo, now: int) -> WorkerHealth:

@@ -12,15 +12,23 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import orjson
 from anyio.abc import TaskStatus
 
 from .._clock import now_ms
-from .._protocol.scripts import claim_token
-from .._registry import WorkerInfo, add_event, read_registry
+from .._registry import (
+    WorkerInfo,
+    add_event,
+    blocked_wills,
+    overdue,
+    parse_json,
+    read_registry,
+)
+from .._worker.loopwatch import overdue_release
+from ..connection import CONNECTION_ERRORS
 from ..errors import redis_errors
 from .monitor import Monitor, StuckJob
 
@@ -35,6 +43,8 @@ __all__ = ("MonitorService", "SweepReport", "sweep")
 logger = logging.getLogger("taskflow.monitor")
 
 _DEAD_PER_PASS = 100  # dead workers reported per pass (a crash loop is caught up on later)
+_TRIM = 1000  # dead-letter index entries, and error groups, removed per pass at most
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,7 @@ class SweepReport:
     dead_workers: list[str]  #: workers found dead, reported with the jobs they ran
     stuck: list[StuckJob]
     removed: dict[str, int] = field(default_factory=dict)  #: what retention removed, by kind
+    failed: list[str] = field(default_factory=list)  #: parts of the pass that failed (logged)
 
 
 @redis_errors
@@ -57,11 +68,32 @@ async def sweep(app: Client, *, by: str = "") -> SweepReport:
     and the jobs they were running, remove what outlived its retention, list stuck jobs."""
     started = time.perf_counter()
     alive, dead = await read_registry(app.redis, app.keys)
-    now = now_ms()
-    released = [job for w in alive for job in await _release_overdue(app, w, now)]
-    dead_ids = await _report_dead(app, sorted(dead, key=dead.__getitem__)[:_DEAD_PER_PASS])
-    removed = await _retention(app, now)
-    stuck = await Monitor(app).stuck(workers=alive)
+    failed: list[str] = []
+
+    async def step(doing: str, work: Awaitable[T], default: T) -> T:
+        """One part of the pass: what Redis holds may break it, not the others."""
+        try:
+            return await work
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            failed.append(doing)
+            logger.warning("the monitor's pass failed %s: %r", doing, exc)
+            return default
+
+    wills = await step(
+        "reading blocked workers' wills", blocked_wills(app.redis, app.keys, alive), {}
+    )
+    released = [
+        job
+        for w in alive
+        if w.id in wills
+        for job in await step("failing overdue jobs", _release_overdue(app, w, wills[w.id]), [])
+    ]
+    oldest_dead = sorted(dead, key=dead.__getitem__)[:_DEAD_PER_PASS]
+    dead_ids = await step("noting dead workers", _report_dead(app, oldest_dead), [])
+    removed = await step("removing what outlived its retention", _retention(app, now_ms()), {})
+    stuck = await step("listing stuck jobs", _stuck(app, alive), [])
     report = SweepReport(
         took=time.perf_counter() - started,
         workers=len(alive),
@@ -70,86 +102,78 @@ async def sweep(app: Client, *, by: str = "") -> SweepReport:
         dead_workers=dead_ids,
         stuck=stuck,
         removed=removed,
+        failed=failed,
     )
     if removed:
         event = {"kind": "retention", "removed": removed, "by": by}
-        await add_event(app.redis, app.keys, event, app.settings.event_retention)
+        keep = app.settings.event_retention
+        await step("recording what it removed", add_event(app.redis, app.keys, event, keep), None)
     return report
 
 
-async def _release_overdue(app: Client, worker: WorkerInfo, now: int) -> list[str]:
-    if worker.blocked_since_ms is None:
-        return []
+async def _release_overdue(app: Client, worker: WorkerInfo, will: dict[str, Any]) -> list[str]:
+    """Fail the attempts past their timeout on a blocked worker (its loop watch does it
+    itself; this is for when it cannot reach Redis, or the worker's own thread is stuck)."""
     released = []
-    blocked = round(max(0.0, (now - worker.blocked_since_ms) / 1000), 3)
+    blocked = max(0.0, (worker.beat_ms - (worker.blocked_since_ms or worker.beat_ms)) / 1000)
     ttl_ms = int(app.settings.job_ttl.total_seconds() * 1000)
-    for job in worker.jobs:
-        deadline = job.get("deadline_ms")
-        if deadline is None or deadline > now:
+    for job in overdue(will, worker.beat_ms):
+        token, note, event = overdue_release(worker.id, job, blocked)
+        if not await app.scripts.release_overdue(
+            job["id"], job["queue"], token, now_ms(), note, ttl_ms
+        ):
             continue
-        job_id, attempt = str(job["id"]), int(job["attempt"])
-        timeout = round((deadline - int(job.get("started_ms") or deadline)) / 1000, 3)
-        note = {
-            "kind": "overdue",
-            "attempt": attempt,
-            "worker": worker.id,
-            "timeout_s": timeout,
-            "blocked_s": blocked,
-        }
-        token = claim_token(worker.id, attempt)
-        done = await app.scripts.release_overdue(
-            job_id, str(job["queue"]), token, now, orjson.dumps(note), ttl_ms
-        )
-        if not done:
-            continue
-        released.append(job_id)
+        released.append(job["id"])
         logger.warning(
             "job %s (%s) failed as timed out: %gs timeout passed on worker %s, whose event "
             "loop has been blocked for %gs; it is retried under its task's policy",
-            job_id,
+            job["id"],
             job.get("task", ""),
-            timeout,
+            event["timeout_s"],
             worker.id,
             blocked,
         )
-        event = {**note, "kind": "overdue", "job": job_id, "queue": job["queue"]}
-        event["task"] = job.get("task", "")
-        await add_event(app.redis, app.keys, event, app.settings.event_retention)
+        await add_event(
+            app.redis, app.keys, {**event, "by": "monitor"}, app.settings.event_retention
+        )
     return released
 
 
 async def _report_dead(app: Client, dead: list[str]) -> list[str]:
-    """Note each dead worker once (its registry entry is removed by the pass that notes it)
-    with the jobs its will says it was running; those run again once their leases lapse."""
+    """Note each dead worker once, atomically (``lua/worker_gone.lua``), with the jobs its
+    will says it was running; those run again once their leases lapse."""
     if not dead:
         return []
     wills = await app.redis.mget([app.keys.will(w) for w in dead])
+    keep_ms = int(app.settings.event_retention.total_seconds() * 1000)
     reported = []
     for worker_id, raw in zip(dead, wills, strict=True):
-        if not await cast("Awaitable[int]", app.redis.zrem(app.keys.workers, worker_id)):
-            continue  # another pass noted it
-        await app.redis.delete(app.keys.will(worker_id))
-        will: dict[str, Any] = _json(raw) or {}
+        will = parse_json(raw) or {}
+        listed = will.get("jobs")
         jobs = [
             {k: j.get(k) for k in ("id", "queue", "attempt", "task")}
-            for j in will.get("jobs", ())
+            for j in (listed if isinstance(listed, list) else ())
             if isinstance(j, dict)
         ]
+        beat = will.get("beat_ms") if isinstance(will.get("beat_ms"), int) else 0
         event = {
             "kind": "worker_died",
             "worker": worker_id,
-            "host": will.get("host", ""),
+            "host": str(will.get("host", "")),
             "pid": will.get("pid", 0),
-            "last_beat_ms": will.get("beat_ms", 0),
+            "last_beat_ms": beat,
             "jobs": jobs,
+            "at": now_ms(),
         }
-        await add_event(app.redis, app.keys, event, app.settings.event_retention)
+        if not await app.scripts.worker_gone(app.keys, worker_id, orjson.dumps(event), keep_ms):
+            continue  # back alive, or another pass noted it
         reported.append(worker_id)
+        ago = f"{(now_ms() - beat) / 1000:.1f}s ago" if beat else "unknown"
         logger.warning(
-            "worker %s died (last heartbeat %s ms ago) running %d jobs; they run again as "
-            "their leases lapse",
+            "worker %s died (last heartbeat %s) running %d jobs; they run again as their "
+            "leases lapse",
             worker_id,
-            now_ms() - int(will.get("beat_ms") or now_ms()),
+            ago,
             len(jobs),
         )
     return reported
@@ -157,22 +181,24 @@ async def _report_dead(app: Client, dead: list[str]) -> list[str]:
 
 async def _retention(app: Client, now: int) -> dict[str, int]:
     """Remove index entries that outlived their retention (the records themselves expire
-    by TTL): dead letters past ``dead_letter_ttl`` from the dead-letter index, error groups
-    last seen before it."""
+    by TTL), a bounded number per pass: dead letters past ``dead_letter_ttl`` from the
+    dead-letter index, error groups last seen before it."""
     keep = int(app.settings.dead_letter_ttl.total_seconds() * 1000)
     removed: dict[str, int] = {}
     redis = app.redis
-    letters = await cast(
-        "Awaitable[int]", redis.zremrangebyscore(app.keys.dead_letters, "-inf", now - keep)
+    old = await cast(
+        "Awaitable[list[bytes]]",
+        redis.zrangebyscore(app.keys.dead_letters, "-inf", now - keep, start=0, num=_TRIM),
     )
-    if letters:
-        removed["dead_letters"] = int(letters)
-    groups = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(app.keys.error_groups))
-    stale = [
-        key.decode().rpartition(":")[0]
-        for key, value in groups.items()
-        if key.endswith(b":last") and int(value or 0) < now - keep
-    ]
+    if old:
+        await cast("Awaitable[int]", redis.zrem(app.keys.dead_letters, *old))
+        removed["dead_letters"] = len(old)
+    stale = []
+    async for key, value in redis.hscan_iter(app.keys.error_groups, match="*:last", count=_TRIM):
+        if not value.isdigit() or int(value) < now - keep:
+            stale.append(key.decode(errors="replace").rpartition(":")[0])
+        if len(stale) >= _TRIM:
+            break
     if stale:
         parts = ("n", "first", "last", "sample")
         fields = [f"{g}:{p}" for g in stale for p in parts]
@@ -181,12 +207,14 @@ async def _retention(app: Client, now: int) -> dict[str, int]:
     return removed
 
 
-def _json(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+async def _stuck(app: Client, alive: list[WorkerInfo]) -> list[StuckJob]:
+    """List stuck jobs, and keep the list for alert rules on ``stuck_jobs`` (read by every
+    worker's evaluator without redoing the work) until three passes have been missed."""
+    stuck = await Monitor(app).stuck(workers=alive)
+    snapshot = [{"kind": s.kind, "queue": s.queue, "task": s.task, "count": s.count} for s in stuck]
+    interval_ms = int(app.settings.worker.monitor_interval.total_seconds() * 1000)
+    await app.redis.set(app.keys.monitor_stuck, orjson.dumps(snapshot), px=3 * interval_ms)
+    return stuck
 
 
 class MonitorService:
@@ -197,6 +225,20 @@ class MonitorService:
     def __init__(self) -> None:
         self.passes = 0  #: passes this worker ran
         self.last: SweepReport | None = None
+
+    async def _repair_turn(self, ctx: ServiceContext) -> None:
+        """A turn key that never expires (set by hand, or of the wrong type) would stop
+        every pass: delete it."""
+        ttl = await ctx.health.call(
+            "reading the monitor's turn", ctx.redis.pttl(ctx.keys.monitor_turn)
+        )
+        if ttl == -1:
+            logger.warning(
+                "the monitor's turn key %s had no expiry: deleted", ctx.keys.monitor_turn
+            )
+            await ctx.health.call(
+                "repairing the monitor's turn", ctx.redis.delete(ctx.keys.monitor_turn)
+            )
 
     async def run(self, ctx: ServiceContext, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -209,6 +251,7 @@ class MonitorService:
                 ctx.keys.monitor_turn, ctx.worker_id, nx=True, px=max(1, int(interval * 1000))
             )
             if not await ctx.health.call("claiming the monitor's turn", turn):
+                await self._repair_turn(ctx)
                 continue
             try:
                 report = await ctx.health.call(

@@ -8,6 +8,8 @@ import os
 import time
 from datetime import timedelta
 
+import anyio
+
 import taskflow
 from tests.apps.shared import fast_worker, settings
 
@@ -26,3 +28,16 @@ async def stall(seconds: float) -> int:
 
 
 app.task(name="stall", timeout=1, retries=1)(stall)
+
+
+async def die_once() -> int:
+    """Kills its worker process a second into attempt 1 (as the OOM killer would, after a
+    heartbeat has listed the job); returns the attempt."""
+    attempt = taskflow.current_job().attempt
+    if attempt == 1:
+        await anyio.sleep(1)
+        os._exit(17)
+    return attempt
+
+
+app.task(name="die_once")(die_once)
