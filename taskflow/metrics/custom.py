@@ -56,6 +56,8 @@ __all__ = (
     "HistogramMetric",
     "MetricKind",
     "MetricSpec",
+    "format_selector",
+    "parse_selector",
     "registry_of",
 )
 
@@ -130,6 +132,50 @@ def check_name(name: object, *, reserved_ok: bool = False) -> str:
             "are taskflow's own; pick another prefix"
         )
     return name
+
+
+_SELECTOR: Final = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.S)
+_MATCHER: Final = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
+_UNESCAPE: Final = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+def parse_selector(text: str) -> tuple[str, dict[str, str]]:
+    """``'gemini_calls_total{model="flash"}'`` -> ``("gemini_calls_total", {"model":
+    "flash"})``: a metric name and label matchers in PromQL's spelling (``=`` only; ``\\``,
+    ``\\"`` and ``\\n`` escapes in values).
+
+    :raises ValueError: naming the text and the expected form.
+    """
+    form = 'use name or name{label="value", ...}'
+    match = _SELECTOR.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a metric selector: {form}")
+    name, body = match[1], match[2] or ""
+    labels: dict[str, str] = {}
+    position = 0
+    while body[position:].strip():
+        item = _MATCHER.match(body, position)
+        if item is None:
+            raise ValueError(f"{text!r}: cannot read the labels at {body[position:]!r}; {form}")
+        value = re.sub(r"\\(.)", lambda m: _UNESCAPE.get(m[1], m[0]), item[2])
+        if item[1] in labels:
+            raise ValueError(f"{text!r}: label {item[1]!r} is given twice")
+        labels[item[1]] = value
+        position = item.end()
+        if not item[3] and body[position:].strip():
+            raise ValueError(f"{text!r}: expected ',' between labels; {form}")
+    return name, labels
+
+
+def format_selector(name: str, labels: dict[str, str]) -> str:
+    """The inverse of :func:`parse_selector`."""
+    if not labels:
+        return name
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return name + "{" + ", ".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
 
 
 def check_labelnames(labelnames: object, kind: MetricKind) -> tuple[str, ...]:
