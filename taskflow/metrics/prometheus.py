@@ -16,7 +16,9 @@ Names: ``taskflow_jobs_total``, ``taskflow_job_reruns_total``, the histograms
 ``taskflow_job_run_seconds``, ``taskflow_job_wait_seconds``, ``taskflow_job_cpu_seconds``
 and ``taskflow_job_memory_bytes`` (labels ``task``, ``queue``, ``status``, plus the
 histograms' ``le``), and the gauges ``taskflow_queue_jobs{queue}``, ``taskflow_workers``
-and ``taskflow_jobs_running``. See docs/metrics.md.
+and ``taskflow_jobs_running``; then the app's custom metrics (``app.metrics.counter`` and
+kin, probes' ``taskflow_probe_*`` among them), counters and histograms accumulated the same
+way, gauges the latest value set. See docs/metrics.md.
 
 Serve it with the FastAPI router (``GET /metrics``), a worker sibling
 (:class:`MetricsServer`, ``taskflow worker --metrics-port``), or :func:`render` anywhere.
