@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
+from redis.exceptions import RedisError
+
 from ._client import Client
 from ._worker import Service, Worker
 from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
+from .connection import CONNECTION_ERRORS
 from .metrics import Metrics, MetricsRecorder, SystemCollector
+from .metrics.custom import CustomMetricsFlusher, registry_of
 from .metrics.summary import SummaryLogger
 from .monitor import Monitor, MonitorService
+from .probes import Probe, ProbeRunner, Probes
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
 from .slas import Slas, SlaTarget
 from .task import Task
@@ -22,6 +29,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 __all__ = ("TaskFlow",)
+
+logger = logging.getLogger("taskflow")
+
+_CLOSE_FLUSH = 2.0  # seconds an app's close may spend writing its custom metrics
 
 
 class TaskFlow(Client):
@@ -49,6 +60,56 @@ class TaskFlow(Client):
     _alerts: AlertManager | None = None
     _schedules: Schedules | None = None
     _slas: Slas | None = None
+    _probes: Probes | None = None
+
+    async def aclose(self) -> None:
+        """Write the custom metrics recorded in this process, then release the connection
+        pool (a borrowed client is left open)."""
+        if self.is_open:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_FLUSH):
+                try:
+                    await registry_of(self).flush()
+                except CONNECTION_ERRORS as exc:
+                    logger.warning("custom metrics not written at close: %s", exc)
+                except RedisError as exc:
+                    logger.warning("custom metrics refused at close: %s", exc)
+        await super().aclose()
+
+    @property
+    def probes(self) -> Probes:
+        """Service probes: declared ones, and their status and history from any process
+        (see :mod:`taskflow.probes`)."""
+        if self._probes is None:
+            self._probes = Probes(self)
+        return self._probes
+
+    def probe(
+        self,
+        *,
+        every: timedelta | float | str,
+        timeout: timedelta | float | str | None = None,
+        name: str | None = None,
+    ) -> Callable[[Callable[[], Awaitable[object]]], Probe]:
+        """Declare a health check of an external service, run by the workers once per
+        ``every`` across the cluster: up when it returns (None, True, a detail string or a
+        :class:`taskflow.probes.Check`), down when it returns False, raises or takes longer
+        than ``timeout`` (``every`` by default).
+
+        Example::
+
+            @app.probe(every=timedelta(seconds=30), timeout=timedelta(seconds=5))
+            async def gemini() -> None:
+                async with httpx.AsyncClient() as http:
+                    (await http.get("https://api.example.com/health")).raise_for_status()
+
+        :raises ConfigurationError: not an ``async def`` without parameters, a taken or
+            invalid name, a bad duration, or ``timeout`` longer than ``every``.
+        """
+
+        def register(fn: Callable[[], Awaitable[object]]) -> Probe:
+            return self.probes.declare(fn, every=every, timeout=timeout, name=name)
+
+        return register
 
     @property
     def slas(self) -> Slas:
@@ -214,17 +275,24 @@ class TaskFlow(Client):
             updates["concurrency"] = concurrency
         merged = build(WorkerSettings, {**base.model_dump(), **updates})
         worker = Worker(self, merged)
-        metrics = self.settings.metrics
-        if metrics.enabled:
-            worker.add_service(MetricsRecorder(metrics))
-            worker.add_service(SystemCollector())
-        worker.add_service(AlertEvaluator(self.alerts, merged.alert_interval.total_seconds()))
-        if merged.schedules:
-            worker.add_service(ScheduleTicker(self.schedules, merged.schedule_retire_after))
-        if merged.monitor:
-            worker.add_service(MonitorService())
-        if merged.summary_interval > timedelta(0):
-            worker.add_service(SummaryLogger(merged.summary_interval.total_seconds()))
-        for service in services:
+        for service in [*self._feature_services(merged), *services]:
             worker.add_service(service)
         return worker
+
+    def _feature_services(self, merged: WorkerSettings) -> list[Service]:
+        """The services the app's features add to its workers, in start order."""
+        found: list[Service] = []
+        metrics = self.settings.metrics
+        if metrics.enabled:
+            found += [MetricsRecorder(metrics), SystemCollector()]
+        found.append(CustomMetricsFlusher(registry_of(self)))
+        if self.probes.declared:
+            found.append(ProbeRunner(self.probes))
+        found.append(AlertEvaluator(self.alerts, merged.alert_interval.total_seconds()))
+        if merged.schedules:
+            found.append(ScheduleTicker(self.schedules, merged.schedule_retire_after))
+        if merged.monitor:
+            found.append(MonitorService())
+        if merged.summary_interval > timedelta(0):
+            found.append(SummaryLogger(merged.summary_interval.total_seconds()))
+        return found

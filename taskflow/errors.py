@@ -24,7 +24,8 @@ Hierarchy::
     │   ├── JobNotFound               no job, result or queue entry under that id
     │   ├── RunNotFound               no graph run under that id (never submitted, or expired)
     │   ├── AlertNotFound             no firing alert under that id
-    │   └── ScheduleNotFound          no schedule under that name
+    │   ├── ScheduleNotFound          no schedule under that name
+    │   └── MetricNotFound            no custom metric under that name
     ├── ExecutionError
     │   ├── TaskFailed                the job failed or was cancelled; the remote error as data
     │   ├── GraphFailed               a run ended with failed nodes; lists them and their errors
@@ -51,6 +52,7 @@ from redis import exceptions as r
 
 __all__ = (
     "AlertNotFound",
+    "MetricNotFound",
     "ScheduleNotFound",
     "ArgumentError",
     "ChannelError",
@@ -233,6 +235,10 @@ class ScheduleNotFound(LookupMiss):
         listed = ", ".join(known or []) or "none"
         super().__init__(f"no schedule named {name!r}; stored: {listed}")
         self.name = name
+
+
+class MetricNotFound(LookupMiss):
+    """No custom metric of that name is declared in this process or recorded in Redis."""
 
 
 class ExecutionError(TaskflowError):

@@ -170,6 +170,7 @@ class AppKeys:
         "alert_ids",
         "alert_state_prefix",
         "app",
+        "custom_meta",
         "dead_letters",
         "error_groups",
         "evictions",
@@ -180,6 +181,7 @@ class AppKeys:
         "schedule_prefix",
         "schedules",
         "prefix",
+        "probes",
         "system_stream",
         "workers",
     )
@@ -217,6 +219,10 @@ class AppKeys:
         """The last pass's stuck jobs (JSON list of kind, queue, task, count), for alerts."""
         self.monitor_events = self.prefix + "monitor:events"
         """Capped stream of what the monitor saw and did (field ``e``: an event's JSON)."""
+        self.custom_meta = self.prefix + "custom:meta"
+        """Hash custom metric name -> its declaration (JSON: kind, help, labels, buckets)."""
+        self.probes = self.prefix + "probes"
+        """Hash probe name -> its latest result (JSON, ``taskflow.probes``)."""
 
     def __repr__(self) -> str:
         return f"AppKeys({self.app!r})"
@@ -233,6 +239,19 @@ class AppKeys:
     def metrics_bucket(self, width_s: int, start_ms: int) -> str:
         """Hash of job metrics for one resolution (bucket width) and one time bucket."""
         return f"{self.prefix}metrics:{width_s}s:{start_ms}"
+
+    def custom_bucket(self, width_s: int, start_ms: int) -> str:
+        """Hash of custom metrics (``app.metrics.counter`` and kin) for one resolution and
+        one time bucket; fields ``<metric>\\x1f<label values JSON>\\x1f<part>``."""
+        return f"{self.prefix}custom:{width_s}s:{start_ms}"
+
+    def probe_history(self, name: str) -> str:
+        """List of a probe's latest results (JSON), newest first, capped."""
+        return f"{self.prefix}probe:{name}:history"
+
+    def probe_turn(self, name: str) -> str:
+        """The claim on a probe's current interval: ``SET NX PX`` by the worker that runs it."""
+        return f"{self.prefix}probe:{name}:turn"
 
     def dead_letter(self, job_id: str) -> str:
         """Hash of one dead letter: the job's payload as stored, and its record (JSON)."""

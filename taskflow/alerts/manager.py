@@ -268,6 +268,8 @@ def _condition(result: ConditionResult) -> dict[str, Any]:
         "threshold": c.threshold,
         "task": c.task,
         "queue": c.queue,
+        "probe": c.probe,
+        "stat": c.stat,
         "window_seconds": c.window.total_seconds(),
         "value": result.value,
         "holds": result.holds,

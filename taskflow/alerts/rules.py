@@ -30,10 +30,13 @@ from pydantic_core import PydanticCustomError
 
 from ..config import Duration, describe_validation, parse_duration
 from ..errors import ConfigurationError
+from ..metrics.custom import parse_selector
 from .channels import Channel, ChannelConfig
 
 __all__ = (
+    "CUSTOM_PREFIX",
     "METRICS",
+    "STATS",
     "AlertRule",
     "Condition",
     "ConditionResult",
@@ -65,11 +68,24 @@ METRICS: Mapping[str, str] = {
     "stuck_jobs": "jobs not moving now (app.monitor.stuck(): overdue on a blocked worker, "
     "no live worker, paused, no worker has the task), in the queue (queue=) or all; "
     "task= counts one task's",
+    "probe_down": "probes (@app.probe) whose latest result is down (probe= for one probe)",
+    'custom:<name>{label="value"}': "a custom metric (app.metrics.counter, gauge, "
+    "histogram) over the window, its series matching the labels merged; stat= picks the "
+    "figure: a counter's total (default) or rate, a gauge's latest, a histogram's p95 "
+    "(default), p50, p90, p99, mean, min, max, count or sum",
 }
+CUSTOM_PREFIX = "custom:"
+STATS: Mapping[str, tuple[str, ...]] = {
+    "counter": ("total", "rate"),
+    "gauge": ("latest",),
+    "histogram": ("p95", "p50", "p90", "p99", "mean", "min", "max", "count", "sum"),
+}
+"""The figures ``stat=`` may pick, by the custom metric's kind (the first is the default)."""
 _QUEUE_METRICS = {"queue_depth", "oldest_job_age"}
 _SYSTEM_METRICS = {"system_cpu", "system_memory", "loop_lag"}
 _SERVER_METRICS = {"redis_evicted_keys"}
 _SLA_METRICS = {"sla_missed"}
+_PROBE_METRICS = {"probe_down"}
 
 
 def _channels(value: Any) -> tuple[Any, ...]:
@@ -126,13 +142,44 @@ class Condition(BaseModel):
     window: Duration = Field(
         timedelta(minutes=5), gt=timedelta(0), description="Time span of rates and percentiles."
     )
+    probe: str | None = Field(None, description="Only this probe (probe_down).")
+    stat: str | None = Field(
+        None, description="Which figure of a custom metric: see taskflow.alerts.rules.STATS."
+    )
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
+        if value.startswith(CUSTOM_PREFIX):
+            parse_selector(value.removeprefix(CUSTOM_PREFIX))  # raises naming the problem
+            return value
         if value not in METRICS:
             raise ValueError(f"unknown metric {value!r}; valid: {', '.join(METRICS)}")
         return value
+
+    @property
+    def custom(self) -> tuple[str, dict[str, str]] | None:
+        """The custom metric's name and label matchers, for ``custom:`` metrics."""
+        if not self.metric.startswith(CUSTOM_PREFIX):
+            return None
+        return parse_selector(self.metric.removeprefix(CUSTOM_PREFIX))
+
+    @model_validator(mode="after")
+    def _custom_and_probes(self) -> Self:
+        custom = self.metric.startswith(CUSTOM_PREFIX)
+        if self.stat is not None:
+            valid = sorted({s for stats in STATS.values() for s in stats})
+            if not custom:
+                raise ValueError(f"stat= is for custom metrics only, not {self.metric!r}")
+            if self.stat not in valid:
+                raise ValueError(f"unknown stat {self.stat!r}; valid: {', '.join(valid)}")
+        if custom and (self.task or self.queue):
+            raise ValueError(f"metric {self.metric!r} is custom: select series with its labels")
+        if self.probe is not None and self.metric not in _PROBE_METRICS:
+            raise ValueError(f"probe= is for probe_down only, not {self.metric!r}")
+        if self.metric in _PROBE_METRICS and (self.task or self.queue):
+            raise ValueError(f"metric {self.metric!r} takes probe= only")
+        return self
 
     @model_validator(mode="after")
     def _needs_queue(self) -> Self:
@@ -153,9 +200,14 @@ class Condition(BaseModel):
         """Whether the condition is true for ``value`` (no data is never true)."""
         return value is not None and _OPS[self.op](value, self.threshold)
 
+    def where(self) -> str:
+        """``[task=x, queue=y]`` (or probe=, stat=), empty without any."""
+        pairs = (("task", self.task), ("queue", self.queue), ("probe", self.probe))
+        where = ", ".join(f"{k}={v}" for k, v in (*pairs, ("stat", self.stat)) if v)
+        return f"[{where}]" if where else ""
+
     def describe(self) -> str:
-        where = ", ".join(f"{k}={v}" for k, v in (("task", self.task), ("queue", self.queue)) if v)
-        return f"{self.metric}{f'[{where}]' if where else ''} {self.op} {self.threshold:g}"
+        return f"{self.metric}{self.where()} {self.op} {self.threshold:g}"
 
 
 class ConditionResult(BaseModel):
@@ -170,9 +222,8 @@ class ConditionResult(BaseModel):
     def measured(self) -> str:
         """``queue_depth[queue=emails] = 1520 (> 1000)``: the value read against the test."""
         c = self.condition
-        where = ", ".join(f"{k}={v}" for k, v in (("task", c.task), ("queue", c.queue)) if v)
         value = "n/a (no data)" if self.value is None else f"{self.value:g}"
-        return f"{c.metric}{f'[{where}]' if where else ''} = {value} ({c.op} {c.threshold:g})"
+        return f"{c.metric}{c.where()} = {value} ({c.op} {c.threshold:g})"
 
 
 _Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]

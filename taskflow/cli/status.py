@@ -1,5 +1,5 @@
 """taskflow status: one screen of the cluster: queues, workers, stuck jobs, schedules,
-firing alerts and recent failures; --watch redraws it. See docs/operations.md."""
+probes, firing alerts and recent failures; --watch redraws it. See docs/operations.md."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from ..app import TaskFlow
 from ..dead_letters import DeadLetter, ErrorGroup
 from ..monitor import QueueHealth, Recovery, StuckJob, WorkerHealth
+from ..probes import ProbeState, ProbeStatus
 from ..schedules import ScheduleInfo
 from . import CONTEXT, app_argument, console, log_level_option, open_app
 from ._params import Duration
@@ -36,6 +37,7 @@ class Snapshot:
     failures: list[DeadLetter]
     errors: Sequence[ErrorGroup] = ()
     recoveries: Sequence[Recovery] = ()  #: jobs re-run after their worker died, last hour
+    probes: Sequence[ProbeStatus] = ()
 
 
 async def snapshot(app: TaskFlow) -> Snapshot:
@@ -54,6 +56,7 @@ async def snapshot(app: TaskFlow) -> Snapshot:
         failures=await app.dead_letters.list(limit=10),
         errors=(await app.dead_letters.errors())[:5],
         recoveries=await app.monitor.recoveries(since=timedelta(hours=1)),
+        probes=await app.probes.status(),
     )
 
 
@@ -91,6 +94,22 @@ def _worker_row(w: WorkerHealth) -> list[str]:
         f"{w.loop_lag:.2f}s" if w.blocked_for is None else f"BLOCKED {w.blocked_for:.0f}s",
         f"{w.last_heartbeat:.1f}s ago",
         escape(w.version or "?"),
+    ]
+
+
+def _probe_row(p: ProbeStatus) -> list[str]:
+    state = p.state.value.upper() if p.state is ProbeState.DOWN else p.state.value
+    if p.stale:
+        state += " (stale: no worker ran it lately)"
+    last = p.last
+    return [
+        escape(p.name),
+        state,
+        f"{p.since:{_TIME}}" if p.since else "-",
+        f"{last.latency_ms:.0f} ms" if last else "-",
+        f"{last.at:{_TIME}}" if last else "-",
+        str(p.failures) if p.failures else "",
+        escape((last.error or last.detail)[:80]) if last else "",
     ]
 
 
@@ -154,6 +173,9 @@ def render(s: Snapshot) -> Group:
         ]
         columns = ("schedule", "trigger", "next fire", "last outcome", "state")
         parts.append(_table("schedules", columns, rows))
+    if s.probes:
+        headers = ("probe", "state", "since", "latency", "checked", "failures", "error / detail")
+        parts.append(_table("probes", headers, [_probe_row(p) for p in s.probes]))
     if s.alerts:
         parts.append(
             _table("alerts", ("rule", "state"), [[escape(r), st] for r, st, _ in s.alerts])
@@ -209,8 +231,9 @@ def status(target: str, watch: bool, interval: timedelta) -> None:
     APP is the TaskFlow app as module:attribute. Shows each queue (ready, deferred and
     running jobs, the oldest ready job's wait, jobs done and failed per minute over 5
     minutes, live workers, paused), each live worker (running jobs, event-loop lag, last
-    heartbeat, version), stuck jobs and why, schedules, firing alerts, and the latest
-    dead letters. --watch redraws it every --interval until Ctrl-C.
+    heartbeat, version), stuck jobs and why, schedules, service probes (up or down, since
+    when, latency), firing alerts, and the latest dead letters. --watch redraws it every
+    --interval until Ctrl-C.
 
     \b
     Examples:

@@ -23,6 +23,7 @@ Needs the ``fastapi`` extra (``pip install 'taskflow-redis[fastapi]'``). Example
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -49,8 +50,11 @@ from ..app import TaskFlow
 from ..config import WorkerSettings
 from ..connection import CONNECTION_ERRORS
 from ..errors import LifecycleError, RedisFailed
+from ..metrics.custom import registry_of
 from ..metrics.prometheus import CONTENT_TYPE, MetricsExporter
 from ..task import JobStatus
+
+logger = logging.getLogger("taskflow")
 
 __all__ = (
     "HealthReport",
@@ -161,6 +165,8 @@ def lifespan(
                 running = await stack.enter_async_context(
                     app.worker(queues, concurrency=concurrency, settings=worker_settings)
                 )
+            else:  # the web process's custom metrics, written as a worker writes its own
+                await stack.enter_async_context(_flushing(app))
             setattr(fastapi_app.state, _STATE_APP, app)
             setattr(fastapi_app.state, _STATE_WORKER, running)
             stack.callback(_forget, fastapi_app)
@@ -171,6 +177,30 @@ def lifespan(
 
     # yields None without ``inner``, else whatever ``inner`` yields: the overloads say which
     return cast("StatelessLifespan | StatefulLifespan", run)
+
+
+@asynccontextmanager
+async def _flushing(app: TaskFlow) -> AsyncIterator[None]:
+    """Write the app's custom metrics every ``flush_interval`` while the block runs (the
+    app's close writes the rest); Redis trouble is logged."""
+    registry = registry_of(app)
+
+    async def loop() -> None:
+        while True:
+            await anyio.sleep(registry.flush_interval)
+            try:
+                await registry.flush()
+            except CONNECTION_ERRORS as exc:
+                logger.warning("custom metrics not written (kept for the next try): %s", exc)
+            except RedisError as exc:
+                logger.warning("custom metrics refused by Redis: %s", exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def _forget(fastapi_app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""Exporting job and system metrics as JSON or CSV (``taskflow metrics export``).
+"""Exporting job, system and custom metrics as JSON or CSV (``taskflow metrics export``).
 
 Both formats are built from one :class:`MetricsExport` document, read with
 ``app.metrics.summaries()``, ``app.metrics.summary()`` and ``app.metrics.system()``:
@@ -26,6 +26,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigurationError
+from .custom import MetricSpec
+from .custom_read import (
+    CounterValue,
+    GaugeValue,
+    HistogramValue,
+    MetricValue,
+    collect_series,
+    matches,
+    specs,
+    value_of,
+)
 from .histogram import RELATIVE_ERROR
 from .query import Metrics
 from .system import SystemSample
@@ -37,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CSV_COLUMNS",
     "FORMATS",
+    "CustomRow",
     "Figures",
     "JobRow",
     "MetricsExport",
@@ -119,6 +131,39 @@ class JobRow(BaseModel):
         )
 
 
+class CustomRow(BaseModel):
+    """One series (label combination) of a custom metric over the window."""
+
+    model_config = _frozen
+
+    name: str = Field(description="The metric's name, as declared.")
+    kind: Literal["counter", "gauge", "histogram"] = Field(description="The metric's kind.")
+    labels: dict[str, str] = Field(description="The series' label values.")
+    total: float | None = Field(description="A counter's sum over the window; else null.")
+    rate_per_s: float | None = Field(description="A counter's total / the window; else null.")
+    value: float | None = Field(
+        description="A gauge's latest value set in the window by any process; else null."
+    )
+    figures: Figures | None = Field(description="A histogram's figures; else null.")
+
+    @classmethod
+    def of(cls, spec: MetricSpec, labels: dict[str, str], v: MetricValue) -> CustomRow:
+        """The row of one series' value."""
+        return cls(
+            name=spec.name,
+            kind=spec.kind.value,
+            labels=labels,
+            total=v.total if isinstance(v, CounterValue) else None,
+            rate_per_s=v.rate if isinstance(v, CounterValue) else None,
+            value=v.value if isinstance(v, GaugeValue) else None,
+            figures=Figures(
+                count=v.count, mean=v.mean, p50=v.p50, p90=v.p90, p95=v.p95, p99=v.p99, max=v.max
+            )
+            if isinstance(v, HistogramValue)
+            else None,
+        )
+
+
 class MetricsExport(BaseModel):
     """An export of job and system metrics over one time window (format version 1)."""
 
@@ -141,6 +186,11 @@ class MetricsExport(BaseModel):
     jobs: list[JobRow] = Field(description="One row per task and queue, sorted by both.")
     system: dict[str, list[SystemSample]] = Field(
         description="System samples per worker id, oldest first (see docs/metrics.md)."
+    )
+    custom: list[CustomRow] = Field(
+        default_factory=list,
+        description="Custom metrics (app.metrics.counter, gauge, histogram): one row per "
+        "metric and label combination recorded in the window, sorted; never filtered.",
     )
 
 
@@ -209,6 +259,7 @@ async def collect(
     rows = await metrics.summaries(start, end)
     total = await metrics.summary(task, queue, start, end)
     system = await metrics.system(start, end)
+    custom = await _custom_rows(app, start, end)
     picked = [
         JobRow.of(s)
         for s in rows
@@ -223,7 +274,24 @@ async def collect(
         total=JobRow.of(total),
         jobs=picked,
         system=system,
+        custom=custom,
     )
+
+
+async def _custom_rows(app: Client, start: datetime, end: datetime) -> list[CustomRow]:
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    resolution, found = await collect_series(app, start_ms, end_ms)
+    known = await specs(app)
+    width = int(resolution.bucket.total_seconds() * 1000)
+    rows = []
+    for (name, stored), series in sorted(found.items()):
+        spec = known.get(name)
+        labels = None if spec is None else matches(spec, stored, {})
+        if spec is None or labels is None:
+            continue  # recorded under another declaration
+        value = value_of(spec, series, labels, start_ms - start_ms % width, end_ms)
+        rows.append(CustomRow.of(spec, labels, value))
+    return rows
 
 
 def to_json(document: MetricsExport) -> str:

@@ -16,7 +16,9 @@ Names: ``taskflow_jobs_total``, ``taskflow_job_reruns_total``, the histograms
 ``taskflow_job_run_seconds``, ``taskflow_job_wait_seconds``, ``taskflow_job_cpu_seconds``
 and ``taskflow_job_memory_bytes`` (labels ``task``, ``queue``, ``status``, plus the
 histograms' ``le``), and the gauges ``taskflow_queue_jobs{queue}``, ``taskflow_workers``
-and ``taskflow_jobs_running``. See docs/metrics.md.
+and ``taskflow_jobs_running``; then the app's custom metrics (``app.metrics.counter`` and
+kin, probes' ``taskflow_probe_*`` among them), counters and histograms accumulated the same
+way, gauges the latest value set. See docs/metrics.md.
 
 Serve it with the FastAPI router (``GET /metrics``), a worker sibling
 (:class:`MetricsServer`, ``taskflow worker --metrics-port``), or :func:`render` anywhere.
@@ -38,6 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
 
 import anyio
+import orjson
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -50,6 +53,8 @@ from .._protocol import keys
 from .._registry import live_workers
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError, RedisFailed
+from .custom import MetricKind, MetricSpec
+from .custom_read import Series, collect_series, specs
 from .histogram import Histogram, value_of
 from .query import Metrics
 from .recorder import MEASURES
@@ -167,6 +172,8 @@ class MetricsExporter:
         created = now_ms()
         self._cursor = created - created % self._width  # first bucket not folded yet
         self._totals: dict[_Key, _Series] = {}
+        self._custom_totals: dict[tuple[str, str], Series] = {}  # counters and histograms
+        self._custom_live: dict[tuple[str, str], Series] = {}
         self._lock = anyio.Lock()
 
     async def render(self) -> bytes:
@@ -186,6 +193,7 @@ class MetricsExporter:
             depths: list[int] = await pipe.execute()
         workers = await live_workers(redis, self.app.keys)
         families = _job_families(series)
+        families += _custom_families(await specs(self.app), self._custom_totals, self._custom_live)
         depth = GaugeMetricFamily(
             "taskflow_queue_jobs",
             "Jobs in the queue: due, deferred, and running (arq keeps a job there until it ends).",
@@ -224,8 +232,13 @@ class MetricsExporter:
         if settled > self._cursor:
             for key, series in (await self._read(self._cursor, settled - 1)).items():
                 self._totals.setdefault(key, _Series()).add(series)
+            _, custom = await collect_series(self.app, self._cursor, settled - 1)
+            for custom_key, custom_series in custom.items():
+                custom_series.gauges.clear()  # gauges are read live, never accumulated
+                self._custom_totals.setdefault(custom_key, Series()).add(custom_series)
             self._cursor = settled
         live = await self._read(self._cursor, now)
+        _, self._custom_live = await collect_series(self.app, self._cursor, now)
         out: dict[_Key, _Series] = {}
         for source in (self._totals, live):
             for key, series in source.items():
@@ -253,6 +266,41 @@ def _job_families(series: dict[_Key, _Series]) -> list[Metric]:
             h = s.histograms[measure]
             family.add_metric(list(key), _buckets(h, bounds), h.total)
     return [jobs, reruns, *(family for family, _ in histograms.values())]
+
+
+def _custom_families(
+    known: dict[str, MetricSpec],
+    totals: dict[tuple[str, str], Series],
+    live: dict[tuple[str, str], Series],
+) -> list[Metric]:
+    """The custom metrics (app.metrics.counter and kin): counters and histograms cumulative
+    like the job metrics, gauges the latest value any live process set."""
+    merged: dict[tuple[str, str], Series] = {}
+    for source in (totals, live):
+        for key, series in source.items():
+            merged.setdefault(key, Series()).add(series)
+    kinds = {
+        MetricKind.COUNTER: CounterMetricFamily,
+        MetricKind.GAUGE: GaugeMetricFamily,
+        MetricKind.HISTOGRAM: HistogramMetricFamily,
+    }
+    families: dict[str, Metric] = {
+        name: kinds[spec.kind](name, spec.help or name, labels=list(spec.labelnames))
+        for name, spec in sorted(known.items())
+    }
+    for (name, stored), series in sorted(merged.items()):
+        spec, family = known.get(name), families.get(name)
+        values = orjson.loads(stored)
+        if spec is None or family is None or len(values) != len(spec.labelnames):
+            continue  # recorded with another declaration (an older deploy): not shown
+        if isinstance(family, CounterMetricFamily):
+            family.add_metric(values, series.total)
+        elif isinstance(family, HistogramMetricFamily):
+            h = series.histogram
+            family.add_metric(values, _buckets(h, spec.buckets), h.total)
+        elif isinstance(family, GaugeMetricFamily) and series.gauges:
+            family.add_metric(values, max(series.gauges.values())[1])
+    return list(families.values())
 
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST

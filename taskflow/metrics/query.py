@@ -7,7 +7,7 @@ matching task, queue and outcome. The window is therefore widened to whole bucke
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -15,12 +15,21 @@ from typing import TYPE_CHECKING
 from .._clock import ms_to_datetime, now_ms
 from ..config import Resolution
 from ..errors import ConfigurationError, redis_errors
+from .custom import (
+    DEFAULT_MAX_SERIES,
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    MetricKind,
+    registry_of,
+)
 from .histogram import Histogram
 from .recorder import MEASURES, SEP
 from .system import SystemSample
 
 if TYPE_CHECKING:
     from .._client import Client
+    from .custom_read import MetricValue
 
 __all__ = ("Distribution", "Metrics", "MetricsSummary")
 
@@ -132,10 +141,107 @@ def _window(since: timedelta | datetime, until: datetime | None) -> tuple[int, i
 
 
 class Metrics:
-    """Cluster-wide job and system metrics; ``app.metrics``."""
+    """Cluster-wide job, system and custom metrics; ``app.metrics``."""
 
     def __init__(self, app: Client) -> None:
         self.app = app
+
+    # -- custom metrics -------------------------------------------------------------------
+
+    def counter(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> CounterMetric:
+        """Declare a counter (or get the one declared under ``name``), as prometheus-client's
+        ``Counter``; works before the app is open.
+
+        Example::
+
+            calls = app.metrics.counter("gemini_calls_total", "Gemini API calls", ("model",))
+            calls.labels(model="flash").inc()          # sync, in memory: no I/O
+
+        :param max_series: label combinations kept per process; more are dropped (warned).
+        :raises ValueError: an invalid name or label name, or ``name`` already declared as
+            another kind or with other labels.
+        """
+        metric: CounterMetric = registry_of(self.app).declare(
+            MetricKind.COUNTER, name, documentation, labelnames, max_series=max_series
+        )
+        return metric
+
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> GaugeMetric:
+        """Declare a gauge: ``quota = app.metrics.gauge("api_quota_remaining", "...")`` then
+        ``quota.set(1200)``. Each process keeps its own value; a read gives the latest set.
+        Raises as :meth:`counter`."""
+        metric: GaugeMetric = registry_of(self.app).declare(
+            MetricKind.GAUGE, name, documentation, labelnames, max_series=max_series
+        )
+        return metric
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] | None = None,
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> HistogramMetric:
+        """Declare a histogram: ``latency.labels(model="flash").observe(0.42)`` or
+        ``with latency.labels(...).time(): ...``. Stored as a mergeable sketch (percentiles
+        within 2 %); ``buckets`` are only the ``le`` bounds shown to Prometheus
+        (prometheus-client's defaults if omitted). Raises as :meth:`counter`."""
+        metric: HistogramMetric = registry_of(self.app).declare(
+            MetricKind.HISTOGRAM,
+            name,
+            documentation,
+            labelnames,
+            buckets=buckets,
+            max_series=max_series,
+        )
+        return metric
+
+    @redis_errors
+    async def read(
+        self,
+        name: str,
+        *,
+        since: timedelta | datetime | str = timedelta(hours=1),
+        until: datetime | None = None,
+        labels: Mapping[str, object] | None = None,
+    ) -> MetricValue:
+        """A custom metric over a window, cluster-wide: a ``CounterValue`` (total, rate),
+        ``GaugeValue`` (latest value) or ``HistogramValue`` (count, sum, percentiles).
+
+        ``labels`` keeps the matching series; labels left out are merged. See
+        :func:`taskflow.metrics.custom_read.read`.
+
+        Example::
+
+            v = await app.metrics.read("gemini_calls_total", since="1h", labels={"model": "flash"})
+            print(v.total)
+        """
+        from .custom_read import read
+
+        return await read(self.app, name, since=since, until=until, labels=labels)
+
+    @redis_errors
+    async def flush(self) -> int:
+        """Write the custom metrics this process recorded and has not written yet (workers
+        and the FastAPI lifespan do it every ``flush_interval``, and an app when it closes);
+        returns how many aggregates were written."""
+        return await registry_of(self.app).flush()
 
     def _resolution(self, start_ms: int) -> Resolution:
         age = timedelta(milliseconds=max(0, now_ms() - start_ms))
