@@ -54,10 +54,9 @@ class Heartbeat:
             if late > interval:  # the event loop was blocked (a body that does not await)
                 ctx.health.note_stall(late)
                 logger.warning(
-                    "the event loop was blocked for %.1fs (a task body that does not await?); "
-                    "leases of %gs lapse in that time",
+                    "the event loop was blocked for %.1fs (a task body that does not await? "
+                    "run blocking code with anyio.to_thread.run_sync)",
                     late,
-                    ctx.settings.lease.total_seconds(),
                 )
             await self.beat(ctx)
 
