@@ -7,7 +7,8 @@ run ``--passes`` times per run. Per run:
 
 - **pass**: mean wall time of one pass, this process to Redis and back;
 - **cmds/pass**: Redis commands per pass (INFO commandstats, whole server, net of this
-  script's own INFO calls): the pass must not grow with the number of queued jobs.
+  script's own INFO calls, commands run inside scripts included): bounded by the queues
+  and the 100 head jobs read per queue, whatever the number of queued jobs.
 
 Figures are medians with [min-max] over ``--runs`` runs. Use ``--private-redis`` so other
 clients do not add to the command counts.
