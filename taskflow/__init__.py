@@ -11,7 +11,7 @@ from ._protocol.codecs import JobResult
 from ._registry import WorkerInfo, live_workers
 from ._worker import JobObserver, JobSample, Service, ServiceContext, Worker
 from .app import TaskFlow
-from .config import Backoff, Settings, WorkerSettings
+from .config import Backoff, MetricsSettings, Resolution, Settings, WorkerSettings
 from .errors import (
     ArgumentError,
     ConfigurationError,
@@ -69,6 +69,7 @@ __all__ = (
     "LifecycleError",
     "LookupMiss",
     "MetricNotFound",
+    "MetricsSettings",
     "Node",
     "NodeState",
     "NodeStatus",
@@ -80,6 +81,7 @@ __all__ = (
     "RedisReadOnly",
     "RedisRefused",
     "RedisUnavailable",
+    "Resolution",
     "ResultTimeout",
     "Retry",
     "RetryRefused",

@@ -11,7 +11,7 @@ import random
 import re
 import warnings
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
@@ -323,11 +323,34 @@ class MetricsSettings(BaseModel):
         "use the finest one that still covers their time range.",
     )
 
+    time_scale: float = Field(
+        1.0,
+        gt=0,
+        le=100_000,
+        description="For demos and tests: the metrics' clock runs this many times faster "
+        "than wall time from time_origin (3600: an hour of metrics per second), so compressed "
+        "load is stored and read back as spread over the longer span. 1 in production.",
+    )
+    time_origin: datetime | None = Field(
+        None,
+        description="The wall time from which a time_scale other than 1 runs; every process "
+        "of the app must use the same one.",
+    )
+
     @model_validator(mode="after")
     def _finest_first(self) -> Self:
         buckets = [r.bucket for r in self.resolutions]
         if buckets != sorted(set(buckets)):
             raise ValueError(f"resolutions must go from finest to coarsest, got {buckets}")
+        if self.time_scale != 1 and self.time_origin is None:
+            raise ValueError(
+                f"time_scale={self.time_scale:g} needs time_origin: the wall time (timezone-"
+                "aware) from which the metrics' clock runs faster, the same in every process"
+            )
+        if self.time_origin is not None and self.time_origin.tzinfo is None:
+            raise ValueError(
+                f"time_origin must be timezone-aware, got {self.time_origin.isoformat()!r}"
+            )
         return self
 
 

@@ -37,8 +37,8 @@ import anyio
 import orjson
 from anyio.abc import TaskStatus
 
-from .._clock import now_ms
 from ..connection import CONNECTION_ERRORS
+from .clock import metrics_ms
 from .histogram import Histogram
 
 if TYPE_CHECKING:
@@ -403,6 +403,7 @@ class CustomMetrics:
             int((r.retention + r.bucket).total_seconds() * 1000) for r in settings.resolutions
         ]
         self.flush_interval = settings.flush_interval.total_seconds()
+        self._settings = settings
         self.process = f"{socket.gethostname()}-{os.getpid()}"
         self.specs: dict[str, MetricSpec] = {}
         self._metrics: dict[str, _Metric] = {}
@@ -497,14 +498,14 @@ class CustomMetrics:
     def add(self, spec: MetricSpec, labels: str, amount: float) -> None:
         counts = self._pending.counts
         with self._lock:
-            for cell in self._cells(spec.name, labels, now_ms()):
+            for cell in self._cells(spec.name, labels, metrics_ms(self._settings)):
                 if self._room(counts, cell):
                     counts[cell] = counts.get(cell, 0.0) + amount
 
     def observe(self, spec: MetricSpec, labels: str, value: float) -> None:
         histograms = self._pending.histograms
         with self._lock:
-            for cell in self._cells(spec.name, labels, now_ms()):
+            for cell in self._cells(spec.name, labels, metrics_ms(self._settings)):
                 h = histograms.get(cell)
                 if h is None:
                     if not self._room(histograms, cell):
@@ -513,7 +514,7 @@ class CustomMetrics:
                 h.add(value)
 
     def set(self, spec: MetricSpec, labels: str, value: float, *, relative: bool = False) -> None:
-        now = now_ms()
+        now = metrics_ms(self._settings)
         with self._lock:
             if relative:
                 value += self._current.get((spec.name, labels), (0, 0.0))[1]
@@ -527,7 +528,7 @@ class CustomMetrics:
 
     def _take(self) -> _Batch:
         """The unwritten values, plus each live gauge in buckets it was not written to."""
-        now = now_ms()
+        now = metrics_ms(self._settings)
         with self._lock:
             batch, self._pending = self._pending, _Batch()
             for (name, labels), value in self._current.items():

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._clock import ms_to_datetime, now_ms
+from .._clock import ms_to_datetime
 from ..config import Resolution, parse_duration
 from ..errors import MetricNotFound
+from .clock import metrics_ms
 from .custom import SEP, MetricKind, MetricSpec, registry_of
 from .histogram import Histogram
 from .query import _window
@@ -127,7 +128,7 @@ class Series:
 
 
 def _resolution(app: Client, start_ms: int) -> Resolution:
-    age = timedelta(milliseconds=max(0, now_ms() - start_ms))
+    age = timedelta(milliseconds=max(0, metrics_ms(app.settings.metrics) - start_ms))
     resolutions = app.settings.metrics.resolutions
     return next((r for r in resolutions if r.retention >= age), resolutions[-1])
 
@@ -235,7 +236,7 @@ async def read(
     """
     spec = await spec_of(app, name)
     wanted = matcher(spec, labels)
-    start, end = _window(_since(since), until)
+    start, end = _window(_since(since), until, app.settings.metrics)
     resolution, found = await collect_series(app, start, end, [name])
     merged = Series()
     for (_, stored), series in found.items():

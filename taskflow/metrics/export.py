@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import MetricsSettings
 from ..errors import ConfigurationError
+from .clock import metrics_now
 from .custom import MetricSpec
 from .custom_read import (
     CounterValue,
@@ -224,8 +226,10 @@ def _csv_row(row: JobRow) -> dict[str, Any]:
     return out
 
 
-def _window(since: timedelta | datetime, until: datetime | None) -> tuple[datetime, datetime]:
-    end = until if until is not None else datetime.now(UTC)
+def _window(
+    since: timedelta | datetime, until: datetime | None, settings: MetricsSettings
+) -> tuple[datetime, datetime]:
+    end = until if until is not None else metrics_now(settings)
     start = end - since if isinstance(since, timedelta) else since
     if start.tzinfo is None or end.tzinfo is None:
         raise ConfigurationError(
@@ -253,7 +257,7 @@ async def collect(
     :raises ConfigurationError: naive datetimes, or ``since`` after ``until``.
     :raises LifecycleError: the app is not open.
     """
-    start, end = _window(since, until)
+    start, end = _window(since, until, app.settings.metrics)
     generated = datetime.now(UTC)
     metrics = Metrics(app)
     rows = await metrics.summaries(start, end)

@@ -48,11 +48,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import ThreadingWSGIServer
 from redis.exceptions import RedisError
 
-from .._clock import now_ms
 from .._protocol import keys
 from .._registry import live_workers
 from ..connection import CONNECTION_ERRORS
 from ..errors import ConfigurationError, LifecycleError, RedisFailed
+from .clock import metrics_ms
 from .custom import MetricKind, MetricSpec
 from .custom_read import Series, collect_series, specs
 from .histogram import Histogram, value_of
@@ -165,11 +165,12 @@ class MetricsExporter:
         self.queues = tuple(queues)
         metrics = app.settings.metrics
         settle = settle if settle is not None else metrics.flush_interval * 2 + timedelta(seconds=5)
-        self._settle_ms = int(settle.total_seconds() * 1000)
+        # on the metrics' clock (a demo's time_scale makes a wall second longer there)
+        self._settle_ms = int(settle.total_seconds() * 1000 * metrics.time_scale)
         finest = metrics.resolutions[0]
         self._width = int(finest.bucket.total_seconds() * 1000)
         self._retention = int(finest.retention.total_seconds() * 1000)
-        created = now_ms()
+        created = metrics_ms(metrics)
         self._cursor = created - created % self._width  # first bucket not folded yet
         self._totals: dict[_Key, _Series] = {}
         self._custom_totals: dict[tuple[str, str], Series] = {}  # counters and histograms
@@ -222,7 +223,7 @@ class MetricsExporter:
         return out
 
     async def _series(self) -> dict[_Key, _Series]:
-        now = now_ms()
+        now = metrics_ms(self.app.settings.metrics)
         # buckets older than the finest retention are gone (and would be read at a coarser
         # resolution): an exporter left unscraped that long skips them
         oldest = now - self._retention + 2 * self._width

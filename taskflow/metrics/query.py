@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .._clock import ms_to_datetime, now_ms
-from ..config import Resolution
+from .._clock import ms_to_datetime
+from ..config import MetricsSettings, Resolution
 from ..errors import ConfigurationError, redis_errors
+from .clock import metrics_ms, metrics_now, wall_ms
 from .custom import (
     DEFAULT_MAX_SERIES,
     CounterMetric,
@@ -124,8 +125,10 @@ def _add_field(merged: Aggregate, outcome: str, name: str, value: str) -> None:
             h.minimum = min(h.minimum, float(value))
 
 
-def _window(since: timedelta | datetime, until: datetime | None) -> tuple[int, int]:
-    end = until or datetime.now(UTC)
+def _window(
+    since: timedelta | datetime, until: datetime | None, settings: MetricsSettings
+) -> tuple[int, int]:
+    end = until or metrics_now(settings)
     start = end - since if isinstance(since, timedelta) else since
     for name, value in (("since", start), ("until", end)):
         if value.tzinfo is None:
@@ -244,7 +247,7 @@ class Metrics:
         return await registry_of(self.app).flush()
 
     def _resolution(self, start_ms: int) -> Resolution:
-        age = timedelta(milliseconds=max(0, now_ms() - start_ms))
+        age = timedelta(milliseconds=max(0, metrics_ms(self.app.settings.metrics) - start_ms))
         for resolution in self.app.settings.metrics.resolutions:
             if resolution.retention >= age:
                 return resolution
@@ -292,7 +295,7 @@ class Metrics:
         unknown = set(by) - {"task", "queue"}
         if unknown:
             raise ConfigurationError(f"cannot group by {sorted(unknown)}; use task and/or queue")
-        start, end = _window(since, until)
+        start, end = _window(since, until, self.app.settings.metrics)
         resolution, merged = await self.aggregate(start, end, by)
         return [
             self._summary(dict(zip(by, key, strict=True)), m, start, end, resolution)
@@ -315,7 +318,7 @@ class Metrics:
             s = await app.metrics.summary(task="send_email", since=timedelta(hours=1))
             print(s.count, s.failures, s.run.p95)
         """
-        start, end = _window(since, until)
+        start, end = _window(since, until, self.app.settings.metrics)
         resolution, merged = await self.aggregate(start, end, ("task", "queue"))
         picked = [
             m
@@ -385,9 +388,12 @@ class Metrics:
         worker: str | None = None,
     ) -> dict[str, list[SystemSample]]:
         """System samples per worker id, oldest first."""
-        start, end = _window(since, until)
+        start, end = _window(since, until, self.app.settings.metrics)
+        settings = self.app.settings.metrics  # stream ids are wall time
         entries = await self.app.redis.xrange(
-            self.app.keys.system_stream, min=str(start), max=str(end)
+            self.app.keys.system_stream,
+            min=str(wall_ms(settings, start)),
+            max=str(wall_ms(settings, end)),
         )
         out: dict[str, list[SystemSample]] = {}
         for _, data in entries:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from .._protocol import keys
 from .._worker.meter import JobSample
 from ..connection import CONNECTION_ERRORS
+from .clock import metrics_ms
 from .histogram import Histogram, bucket_of
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ class MetricsRecorder:
             max(float(v), 0.0) for v in (sample.run, sample.wait, sample.cpu, sample.memory)
         )
         indexes = [bucket_of(v) for v in values]  # once, for every resolution
+        finished = metrics_ms(self.settings, sample.finished_ms)
         for level, width in enumerate(self._widths):
-            key = (level, sample.finished_ms - sample.finished_ms % width, combo)
+            key = (level, finished - finished % width, combo)
             aggregate = self._pending.get(key)
             if aggregate is None:
                 if len(self._pending) >= _MAX_PENDING_KEYS:

@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from .._clock import now_ms
 from ..connection import CONNECTION_ERRORS
+from .clock import metrics_ms
 
 if TYPE_CHECKING:
     from .._worker.services import ServiceContext
@@ -139,7 +140,7 @@ class SystemCollector:
         return SystemSample(
             worker=ctx.worker_id,
             host=socket.gethostname(),
-            time_ms=now_ms(),
+            time_ms=metrics_ms(ctx.app_settings.metrics),
             cpu_percent=psutil.cpu_percent(None),
             load_1m=os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
             memory_used_bytes=memory.used,
