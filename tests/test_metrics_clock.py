@@ -34,7 +34,7 @@ def test_a_scale_needs_an_aware_origin() -> None:
     with pytest.raises(ValidationError, match="time_scale=60 needs time_origin"):
         MetricsSettings(time_scale=60)
     with pytest.raises(ValidationError, match="time_origin must be timezone-aware"):
-        MetricsSettings(time_scale=60, time_origin=datetime(2026, 1, 1))  # noqa: DTZ001
+        MetricsSettings(time_scale=60, time_origin=datetime(2026, 1, 1))
 
 
 @pytest.mark.asyncio
