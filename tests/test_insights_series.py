@@ -10,7 +10,7 @@ import pytest
 
 import taskflow
 from taskflow.config import MetricsSettings, Resolution
-from taskflow.insights.series import job_series, system_series
+from taskflow.insights.series import job_series, queue_series, system_series
 from tests.apps.shared import fast_worker
 
 pytestmark = pytest.mark.asyncio
@@ -70,3 +70,33 @@ async def test_an_unknown_series_is_named(named_app: Callable[..., taskflow.Task
     async with app:
         with pytest.raises(ValueError, match="unknown job series \\['p99'\\]; valid: run_time_p50"):
             await job_series(app, names=["p99"])
+
+
+async def test_an_under_provisioned_queue_grows_and_its_arrivals_are_estimated(
+    named_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    metrics = MetricsSettings(
+        flush_interval=timedelta(milliseconds=200),
+        resolutions=(Resolution(bucket=timedelta(minutes=1), retention=timedelta(days=1)),),
+        time_scale=60.0,  # a metric minute per wall second
+        time_origin=datetime.now(UTC),
+    )
+    worker = fast_worker(monitor_interval=timedelta(milliseconds=200))
+    app = named_app(metrics=metrics, worker=worker)
+
+    @app.task
+    async def slow() -> None:
+        await anyio.sleep(0.5)  # two a second at most, with one slot
+
+    async with app, app.worker(concurrency=1):
+        for _ in range(5):  # four arrivals a wall second: the backlog grows
+            await slow.enqueue_many([((), {})] * 4)
+            await anyio.sleep(1)
+        await anyio.sleep(0.5)
+        found = {s.name: s for s in await queue_series(app, since=timedelta(minutes=30))}
+        await app.queue(app.name).purge()
+    depth, arrivals = found["queue_depth"], found["arrival_rate"]
+    assert depth.subject == f"queue:{app.name}" and len(depth.values) >= 4
+    assert depth.values[-1] > depth.values[0] + 3
+    # 20 arrived over the window; the first bucket has no earlier depth to grow from
+    assert 8 <= sum(v * 60 for v in arrivals.values) <= 22

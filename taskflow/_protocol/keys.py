@@ -176,6 +176,7 @@ class AppKeys:
         "evictions",
         "monitor_events",
         "monitor_stuck",
+        "queue_depths",
         "monitor_turn",
         "schedule_changes",
         "schedule_prefix",
@@ -215,6 +216,9 @@ class AppKeys:
         """Sorted set ``<ms>:<worker id>:<keys evicted since its last look>`` -> when (ms)."""
         self.monitor_turn = self.prefix + "monitor:turn"
         """The worker id running this interval's monitor pass (SET NX PX: one per interval)."""
+        self.queue_depths = self.prefix + "metrics:queues"
+        """Stream of queue depth samples, one entry per monitor pass (field ``d``: JSON
+        ``{"t": metrics-clock ms, "q": {queue: [ready, total]}}``)."""
         self.monitor_stuck = self.prefix + "monitor:stuck"
         """The last pass's stuck jobs (JSON list of kind, queue, task, count), for alerts."""
         self.monitor_events = self.prefix + "monitor:events"

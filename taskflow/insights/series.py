@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from .._clock import ms_to_datetime
+from .._registry import loads_or_none
+from ..metrics.clock import wall_ms
 from ..metrics.histogram import Histogram
 from ..metrics.query import OUTCOMES, Aggregate, Metrics, _add_field, _window
 from ..metrics.recorder import MEASURES, SEP
@@ -23,7 +25,7 @@ from ..metrics.recorder import MEASURES, SEP
 if TYPE_CHECKING:
     from .._client import Client
 
-__all__ = ("JOB_SERIES", "SYSTEM_SERIES", "Series", "job_series", "system_series")
+__all__ = ("JOB_SERIES", "SYSTEM_SERIES", "Series", "job_series", "queue_series", "system_series")
 
 #: job series per task or queue: name -> unit
 JOB_SERIES: dict[str, str] = {
@@ -161,4 +163,55 @@ async def system_series(
             series.times.append(key / 1000)
             series.values.append(worst[key][i])
         out.append(series)
+    return out
+
+
+async def queue_series(
+    app: Client,
+    since: timedelta | datetime = timedelta(hours=24),
+    until: datetime | None = None,
+) -> list[Series]:
+    """Per queue: ``queue_depth`` (ready jobs at the last monitor pass of each bucket) and
+    ``arrival_rate`` (jobs per second arriving: the attempts that ended in the bucket plus
+    the growth of the depth over it, by conservation of jobs; a job retried counts twice),
+    one point per bucket of the job metrics' resolution that covers ``since``. Depths come
+    from the monitor's passes (``WorkerSettings.monitor``), kept ``system_retention``."""
+    settings = app.settings.metrics
+    start, end = _window(since, until, settings)
+    resolution = Metrics(app)._resolution(start)
+    width = int(resolution.bucket.total_seconds() * 1000)
+    entries = await app.redis.xrange(
+        app.keys.queue_depths, min=str(wall_ms(settings, start)), max=str(wall_ms(settings, end))
+    )
+    last: dict[str, dict[int, int]] = {}  # queue -> bucket -> ready at its last sample
+    for _, data in entries:
+        sample = loads_or_none(data.get(b"d"))
+        if not isinstance(sample, dict) or not isinstance(sample.get("t"), int):
+            continue
+        depths = sample.get("q")
+        if not isinstance(depths, dict):
+            continue
+        bucket = sample["t"] - sample["t"] % width
+        for queue, pair in depths.items():
+            if isinstance(pair, list) and pair and isinstance(pair[0], int):
+                last.setdefault(str(queue), {})[bucket] = pair[0]
+    done = {
+        s.subject.removeprefix("queue:"): dict(zip(s.times, s.values, strict=True))
+        for s in await job_series(app, since, until, by="queue", names=["throughput"])
+    }
+    out = []
+    for queue, buckets in sorted(last.items()):
+        depth = Series("queue_depth", f"queue:{queue}", "jobs", resolution.bucket)
+        arrivals = Series("arrival_rate", f"queue:{queue}", "1/s", resolution.bucket)
+        previous: int | None = None
+        for bucket in sorted(buckets):
+            depth.times.append(bucket / 1000)
+            depth.values.append(float(buckets[bucket]))
+            if previous is not None:
+                ended = done.get(queue, {}).get(bucket / 1000, 0.0)
+                growth = (buckets[bucket] - previous) / (width / 1000)
+                arrivals.times.append(bucket / 1000)
+                arrivals.values.append(max(0.0, ended + growth))
+            previous = buckets[bucket]
+        out += [depth, arrivals]
     return out

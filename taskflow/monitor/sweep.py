@@ -19,6 +19,7 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .._clock import now_ms
+from .._protocol import keys
 from .._registry import (
     WorkerInfo,
     add_event,
@@ -30,6 +31,7 @@ from .._registry import (
 from .._worker.loopwatch import overdue_release
 from ..connection import CONNECTION_ERRORS
 from ..errors import redis_errors
+from ..metrics.clock import metrics_ms
 from .monitor import Monitor, StuckJob
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ async def sweep(app: Client, *, by: str = "") -> SweepReport:
     dead_ids = await step("noting dead workers", _report_dead(app, oldest_dead), [])
     removed = await step("removing what outlived its retention", _retention(app, now_ms()), {})
     stuck = await step("listing stuck jobs", _stuck(app, alive), [])
+    await step("sampling queue depths", _sample_depths(app, alive), None)
     report = SweepReport(
         took=time.perf_counter() - started,
         workers=len(alive),
@@ -205,6 +208,28 @@ async def _retention(app: Client, now: int) -> dict[str, int]:
         await cast("Awaitable[int]", redis.hdel(app.keys.error_groups, *fields))
         removed["error_groups"] = len(stale)
     return removed
+
+
+async def _sample_depths(app: Client, alive: list[WorkerInfo]) -> None:
+    """Note each queue's depth (ready, and all it holds) for the insights' queue series
+    and forecasts: one stream entry per pass, kept ``system_retention``."""
+    names = sorted(set(app.queues) | {q for w in alive for q in w.queues})
+    if not names:
+        return
+    now = now_ms()
+    async with app.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcount(keys.queue(name), "-inf", now)
+            pipe.zcard(keys.queue(name))
+        counts = await pipe.execute()
+    depths = {n: [int(counts[2 * i]), int(counts[2 * i + 1])] for i, n in enumerate(names)}
+    settings = app.settings.metrics
+    keep_ms = int(settings.system_retention.total_seconds() * 1000)
+    entry = orjson.dumps({"t": metrics_ms(settings), "q": depths})
+    async with app.redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(app.keys.queue_depths, {"d": entry}, minid=str(now - keep_ms), approximate=True)
+        pipe.pexpire(app.keys.queue_depths, keep_ms)
+        await pipe.execute()
 
 
 async def _stuck(app: Client, alive: list[WorkerInfo]) -> list[StuckJob]:
