@@ -7,6 +7,13 @@ arguments, and run workers that pull them from Redis.
 from __future__ import annotations
 
 from . import _version
+from ._critical_path import (
+    CriticalPath,
+    PathNode,
+    TaskShare,
+    critical_path_of,
+    slowest_dependencies,
+)
 from ._protocol.codecs import JobResult
 from ._registry import WorkerInfo, live_workers
 from ._worker import JobObserver, JobSample, Service, ServiceContext, Worker
@@ -52,6 +59,7 @@ __all__ = (
     "Backoff",
     "ConfigurationError",
     "CorruptPayload",
+    "CriticalPath",
     "EnqueueOptions",
     "ExecutionError",
     "FailureKind",
@@ -73,6 +81,7 @@ __all__ = (
     "Node",
     "NodeState",
     "NodeStatus",
+    "PathNode",
     "PayloadError",
     "PayloadTooLarge",
     "RedisCommandError",
@@ -97,14 +106,17 @@ __all__ = (
     "Task",
     "TaskFailed",
     "TaskFlow",
+    "TaskShare",
     "TaskflowError",
     "Trigger",
     "UnknownTask",
     "Worker",
     "WorkerInfo",
     "WorkerSettings",
+    "critical_path_of",
     "current_job",
     "live_workers",
+    "slowest_dependencies",
 )
 
 __version__ = _version.__version__

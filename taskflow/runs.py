@@ -18,6 +18,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from ._clock import ms_to_datetime, now_ms
+from ._critical_path import CriticalPath, critical_path_of
 from ._dag import Node, NodeState, RunState, encode_template, node_refs, resolve_template
 from ._protocol import keys
 from ._protocol.codecs import (
@@ -429,6 +430,25 @@ class RunHandle:
                     return status
                 await anyio.sleep(0.02)
         return await self.status()
+
+    @redis_errors
+    async def critical_path(self) -> CriticalPath:
+        """The run's critical path: the longest chain of dependent nodes by run time, its
+        length against the run's wall time, the slack of every node and the bottleneck.
+
+        Read as :meth:`status` reads (in chunks); while the run goes on, the path is
+        ``partial`` and running nodes count with their time so far. See
+        :func:`taskflow.critical_path_of` for the definitions.
+
+        :raises RunNotFound: the run was never submitted, or its state expired.
+        """
+        status = await self.status()
+        return critical_path_of(
+            status.nodes.values(),
+            submitted=status.created,
+            finished=status.finished,
+            now=ms_to_datetime(now_ms()),
+        )
 
     def to_mermaid(self) -> str:
         """The run as a Mermaid flowchart; node states (from the last ``status()``) as classes.

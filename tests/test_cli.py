@@ -658,3 +658,83 @@ def test_sla_check_prints_the_targets_and_exits_1_on_a_miss(modules: Any) -> Non
     bare = modules(APP_MODULE)
     refused = invoke("sla", "check", f"{bare}:app")
     assert refused.exit_code == 1 and "declares no SLA targets" in refused.output
+
+
+RUNS_MODULE = """
+    import asyncio
+
+    import taskflow
+
+    app = taskflow.TaskFlow(
+        settings=taskflow.Settings(redis_url={url!r}, embedded="never", default_queue={name!r}),
+        name={name!r},
+    )
+
+
+    @app.task
+    async def nap(seconds: float, *after: object) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+
+    @app.task
+    async def boom(*after: object) -> None:
+        raise ValueError("no ledger")
+"""
+
+
+def test_runs_show_and_critical_path(modules: Any) -> None:
+    name = f"cli-runs-{uuid.uuid4().hex[:8]}"
+    module = importlib.import_module(modules(RUNS_MODULE.format(url=REDIS_URL, name=name)))
+    app: taskflow.TaskFlow = module.app
+    target = f"{module.__name__}:app"
+
+    async def run_one() -> str:
+        async with app, app.worker():
+            g = app.graph("ledger")
+            first = g.add(module.nap, 0.05, name="first")
+            slow = g.add(module.nap, 0.4, first, name="slow")
+            g.add(module.nap, 0.05, first, name="quick")
+            g.add(module.boom, slow, name="close")
+            run = await g.submit()
+            with pytest.raises(taskflow.GraphFailed):
+                await run.wait(timeout=30)
+            return run.run_id
+
+    async def clean(run_id: str) -> None:
+        async with app:
+            await app.dead_letters.purge()
+            await app.redis.delete(f"arq:queue:{name}", *keys.run_keys(run_id))
+
+    run_id = asyncio.run(run_one())
+    try:
+        shown = invoke("runs", "show", target, run_id)
+        assert shown.exit_code == 0, shown.output
+        assert f"run {run_id}: graph ledger, failed" in shown.stdout
+        assert "4/4 ended (1 failed, 3 succeeded)" in shown.stdout
+        for node in ("first", "slow", "quick", "close"):
+            assert node in shown.stdout
+        assert "ValueError: no ledger" in shown.stdout
+        limited = invoke("runs", "show", target, run_id, "--limit", "1")
+        assert "... and 3 more nodes (--limit)" in limited.stdout
+        assert "quick" not in limited.stdout
+        path = invoke("runs", "critical-path", target, run_id)
+        assert path.exit_code == 0, path.output
+        out = path.stdout
+        assert f"run {run_id}: critical path of 3 node(s)\n" in out
+        assert "bottleneck: slow (task nap)" in out
+        assert "queue wait:" in out and "wall time:" in out
+        rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()]
+        steps = [row[:4] for row in rows if row and row[0].isdigit()]
+        assert steps == [
+            ["1", "first", "nap", "succeeded"],
+            ["2", "slow", "nap", "succeeded"],
+            ["3", "close", "boom", "failed"],
+        ], out
+        assert "least slack off the path" in out and "quick" in out
+        for args in (("show",), ("critical-path",)):
+            missing = invoke("runs", *args, target, "0" * 32)
+            assert missing.exit_code == 1
+            assert f"Error: run '{'0' * 32}' is unknown or expired" in missing.output
+    finally:
+        asyncio.run(clean(run_id))
