@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+Series: TypeAlias = "Sequence[float] | NDArray[Any]"
+"""What the functions take for times and values: any sequence of numbers, or an array."""
 
 _EXTRA = ("numpy", "scipy", "statsmodels")
 
@@ -22,9 +25,7 @@ def require_extra() -> None:
         )
 
 
-def finite_points(
-    times: Sequence[float], values: Sequence[float]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def finite_points(times: Series, values: Series) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The points whose time and value are both finite, sorted by time (stable)."""
     import numpy as np
 

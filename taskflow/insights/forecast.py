@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from ._series import finite_points, require_extra
+from ._series import Series, finite_points, require_extra
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,8 +138,8 @@ def _holt(
 
 
 def forecast(
-    times: Sequence[float],
-    values: Sequence[float],
+    times: Series,
+    values: Series,
     *,
     horizon: float,
     step: float | None = None,
@@ -239,8 +238,8 @@ def _check_forecast_args(
 
 
 def time_to_threshold(
-    times: Sequence[float],
-    values: Sequence[float],
+    times: Series,
+    values: Series,
     threshold: float,
     *,
     level: float = 0.8,

@@ -9,11 +9,10 @@ there, so the variance of its statistic is inflated by the Hamed-Rao (1998) corr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from ._series import finite_points, require_extra
+from ._series import Series, finite_points, require_extra
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,7 +57,7 @@ class Trend:
     """Kendall's rank correlation of value with time (-1..1): the trend's consistency."""
 
 
-def trend(times: Sequence[float], values: Sequence[float], *, level: float = 0.05) -> Trend | None:
+def trend(times: Series, values: Series, *, level: float = 0.05) -> Trend | None:
     """Test ``values`` (at ``times``, seconds from any origin) for a monotonic trend.
 
     Points with a NaN or infinite time or value are ignored; None when fewer than
