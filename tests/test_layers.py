@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _layered() -> set[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-    [contract] = config["tool"]["importlinter"]["contracts"]
+    [contract] = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
     names: set[str] = set()
     for layer in contract["layers"]:
         names |= {part.strip() for part in layer.replace("|", ":").split(":")}
