@@ -16,6 +16,7 @@ from ._worker import Service, Worker
 from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .connection import CONNECTION_ERRORS
+from .insights.analysis import Insights
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.custom import CustomMetricsFlusher, registry_of
 from .metrics.summary import SummaryLogger
@@ -134,6 +135,32 @@ class TaskFlow(Client):
         name = task.name if isinstance(task, Task) else task
         return self.slas.add(
             SlaTarget(name, queue, run_time_p95, wait_p95, failure_rate, min_throughput_per_min)
+        )
+
+    async def insights(
+        self,
+        since: timedelta = timedelta(hours=24),
+        *,
+        until: datetime | None = None,
+        target_wait: timedelta = timedelta(seconds=5),
+        horizon: timedelta | None = None,
+        level: float = 0.05,
+        interval: float = 0.8,
+        cores: int | None = None,
+    ) -> Insights:
+        """Trends, bottlenecks, forecasts and per-queue advice from the stored metrics (the
+        ``insights`` extra: numpy, scipy, statsmodels). See :mod:`taskflow.insights`."""
+        from .insights.analysis import insights
+
+        return await insights(
+            self,
+            since,
+            until=until,
+            target_wait=target_wait,
+            horizon=horizon,
+            level=level,
+            interval=interval,
+            cores=cores,
         )
 
     @property
