@@ -70,6 +70,8 @@ def test_example_runs(script: Path) -> None:
     assert done.returncode == 0, f"{script.name} exited {done.returncode}:\n{output}"
     if script.name == "nightly_report.py":
         assert ":::upstream_failed" in done.stdout, output  # the Mermaid picture, with states
+    if script.name == "insights_demo.py":
+        assert "planted slowdown and under-provisioned queue found" in done.stdout, output
     if script.name == "quickstart.py":
         assert "results by task" in done.stdout, output
         assert "200/200 jobs finished" in done.stdout, output

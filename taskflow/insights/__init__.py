@@ -1,7 +1,7 @@
 """Insights: trends, bottlenecks, forecasts and worker-configuration advice from the stored
 metrics (issue 14, being built). :mod:`taskflow.insights.series` reads the metrics as time
 series, :mod:`taskflow.insights.bottlenecks` names what holds jobs back, and the numerical
-core lives in :mod:`taskflow.insights.stats` (see docs/insights-methods.md).
+core lives in :mod:`taskflow.insights.stats` (see docs/insights.md).
 """
 
 from __future__ import annotations

@@ -172,10 +172,11 @@ async def queue_series(
     until: datetime | None = None,
 ) -> list[Series]:
     """Per queue: ``queue_depth`` (ready jobs at the last monitor pass of each bucket) and
-    ``arrival_rate`` (jobs per second arriving: the attempts that ended in the bucket plus
-    the growth of the depth over it, by conservation of jobs; a job retried counts twice),
-    one point per bucket of the job metrics' resolution that covers ``since``. Depths come
-    from the monitor's passes (``WorkerSettings.monitor``), kept ``system_retention``."""
+    ``arrival_rate`` (jobs per second arriving between two depth samples: the attempts that
+    ended in the buckets between them plus the growth of the depth, over the time between
+    them, by conservation of jobs; a job retried counts twice), one point per bucket with a
+    depth sample, at the job metrics' resolution that covers ``since``. Depths come from
+    the monitor's passes (``WorkerSettings.monitor``), kept ``system_retention``."""
     settings = app.settings.metrics
     start, end = _window(since, until, settings)
     resolution = Metrics(app)._resolution(start)
@@ -203,15 +204,21 @@ async def queue_series(
     for queue, buckets in sorted(last.items()):
         depth = Series("queue_depth", f"queue:{queue}", "jobs", resolution.bucket)
         arrivals = Series("arrival_rate", f"queue:{queue}", "1/s", resolution.bucket)
+        ended = done.get(queue, {})  # bucket start (s) -> attempts ended per second
         previous: int | None = None
         for bucket in sorted(buckets):
             depth.times.append(bucket / 1000)
             depth.values.append(float(buckets[bucket]))
             if previous is not None:
-                ended = done.get(queue, {}).get(bucket / 1000, 0.0)
-                growth = (buckets[bucket] - previous) / (width / 1000)
+                gap = (bucket - previous) / 1000
+                count = sum(
+                    ended.get(b / 1000, 0.0) * width / 1000
+                    for b in range(previous + width, bucket + 1, width)
+                )
                 arrivals.times.append(bucket / 1000)
-                arrivals.values.append(max(0.0, ended + growth))
-            previous = buckets[bucket]
+                arrivals.values.append(
+                    max(0.0, (count + buckets[bucket] - buckets[previous]) / gap)
+                )
+            previous = bucket
         out += [depth, arrivals]
     return out
