@@ -48,7 +48,10 @@ def _options(f: Any) -> Any:
                 help="The window: a duration back from its end (24h, 7d) or an ISO time.",
             ),
             click.option(
-                "--until", type=Time(), default=None, help="End of the window (ISO); now."
+                "--until",
+                type=Time(),
+                default=None,
+                help="End of the window (ISO time); default now.",
             ),
             click.option(
                 "--target-wait",
@@ -136,7 +139,7 @@ def _print_insights(found: Insights) -> None:
             out.print(f"{table.title}: none ({escape(why)})")
 
 
-@click.command(context_settings=CONTEXT, short_help="Trends, bottlenecks, forecasts, advice.")
+@click.command(context_settings=CONTEXT, short_help="Trends, bottlenecks, forecasts and advice.")
 @app_argument
 @_options
 @click.option("--json", "as_json", is_flag=True, help="Print the insights as JSON.")
@@ -149,11 +152,12 @@ def insights(
     horizon: timedelta | None,
     as_json: bool,
 ) -> None:
-    """Trends, bottlenecks, forecasts and advice from the metrics of a window.
+    """Trends, bottlenecks, forecasts and advice.
 
-    APP is the TaskFlow app as module:attribute. Prints significant trends, bottlenecks
-    with what to do, forecasts with their interval and time to a threshold, and per-queue
-    worker advice with its assumptions (needs the insights extra).
+    APP is the TaskFlow app as module:attribute. From the metrics of the window, prints
+    significant trends, bottlenecks with what to do, forecasts with their interval and
+    time to a threshold, and per-queue worker advice with its assumptions (needs the
+    insights extra).
 
     \b
     Examples:
@@ -204,10 +208,12 @@ def report(
     format_: str,
     output: Path | None,
 ) -> None:
-    """A report on a window: summary, SLAs, insights, alerts and top failures.
+    """A report as HTML, JSON or Markdown.
 
-    APP is the TaskFlow app as module:attribute. The HTML page is one file with inline
-    SVG charts (it opens offline); the JSON follows docs/report.schema.json.
+    APP is the TaskFlow app as module:attribute. The report of the window has a summary,
+    the SLA check, the insights, the alerts fired and the top failures. The HTML page is
+    one file with inline SVG charts (it opens offline); the JSON follows
+    docs/report.schema.json.
 
     \b
     Examples:

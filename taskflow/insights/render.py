@@ -57,6 +57,14 @@ def crossing_text(f: ForecastRow) -> str:
     return f"{c.threshold:g}: {when} (earliest {_duration(c.lower)})"
 
 
+def _short(number: str) -> str:
+    """A number stored as text, to 3 significant digits (other text as it is)."""
+    try:
+        return f"{float(number):.3g}"
+    except ValueError:
+        return number
+
+
 def _evidence(evidence: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in evidence.items())
 
@@ -116,7 +124,7 @@ def rows(report: Report, key: str) -> tuple[list[str], list[list[str]]]:
         ]
     if key == "alerts":
         return ["fired", "rule", "severity", "value", "resolved", "message"], [
-            [_time(a.fired_at), a.rule, a.severity, a.value]
+            [_time(a.fired_at), a.rule, a.severity, _short(a.value)]
             + ["" if a.resolved_at is None else _time(a.resolved_at), a.message]
             for a in report.alerts.items
         ]

@@ -34,8 +34,6 @@ def _range(values: Sequence[float], floor: float | None = None) -> tuple[float, 
 
 
 def _number(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-2):
-        return f"{value:.2e}"
     return f"{value:.3g}"
 
 
