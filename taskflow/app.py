@@ -17,6 +17,7 @@ from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .connection import CONNECTION_ERRORS
 from .insights.analysis import Insights
+from .insights.report import Report
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.custom import CustomMetricsFlusher, registry_of
 from .metrics.summary import SummaryLogger
@@ -156,6 +157,35 @@ class TaskFlow(Client):
             self,
             since,
             until=until,
+            target_wait=target_wait,
+            horizon=horizon,
+            level=level,
+            interval=interval,
+            cores=cores,
+        )
+
+    async def report(
+        self,
+        since: timedelta = timedelta(hours=24),
+        *,
+        until: datetime | None = None,
+        target_wait: timedelta = timedelta(seconds=5),
+        horizon: timedelta | None = None,
+        level: float = 0.05,
+        interval: float = 0.8,
+        cores: int | None = None,
+    ) -> Report:
+        """A report on the last ``since``: summary, SLAs, the insights (options as for
+        :meth:`insights`), alerts fired and top failures; render it with ``to_json()``,
+        ``to_markdown()`` or ``to_html()``. See :mod:`taskflow.insights.report`."""
+        from .insights.report import build_report
+
+        return await build_report(
+            self,
+            since,
+            until=until,
+            slas=self.slas,
+            alerts=self.alerts,
             target_wait=target_wait,
             horizon=horizon,
             level=level,

@@ -112,18 +112,25 @@ class Slas:
 
     @redis_errors
     async def check(
-        self, since: timedelta = timedelta(hours=1), *, task: str | None = None
+        self,
+        since: timedelta = timedelta(hours=1),
+        *,
+        task: str | None = None,
+        until: datetime | None = None,
     ) -> SlaReport:
-        """Every target (of ``task`` if given) against the metrics of the last ``since``."""
-        until = datetime.now(UTC)
+        """Every target (of ``task`` if given) against the metrics of the ``since`` before
+        ``until`` (default: now)."""
+        end = until or datetime.now(UTC)
         metrics = Metrics(self.app)
         results: list[SlaResult] = []
         for target in self.targets:
             if task is not None and target.task != task:
                 continue
-            summary = await metrics.summary(task=target.task, queue=target.queue, since=since)
+            summary = await metrics.summary(
+                task=target.task, queue=target.queue, since=since, until=until
+            )
             results += _judge(target, summary, since)
-        return SlaReport(until - since, until, results)
+        return SlaReport(end - since, end, results)
 
 
 def _judge(target: SlaTarget, s: MetricsSummary, window: timedelta) -> list[SlaResult]:

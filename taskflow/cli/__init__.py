@@ -3,8 +3,9 @@
 The root group lives here with what every command shares: --version, --log-level and the
 logging set-up, loading the app from module:attribute, and turning a TaskflowError into
 "Error: ..." with exit status 2. Each command group has its own module: worker.py (worker,
-check), runs.py (runs show/critical-path), metrics.py (metrics export/show) and alerts.py
-(alerts list/ack/rules); _params.py holds the parameter types they share. See docs/cli.md.
+check), runs.py (runs show/critical-path), metrics.py (metrics export/show), alerts.py
+(alerts list/ack/rules) and insights.py (insights, report); _params.py holds the parameter
+types they share. See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ def main(args: Sequence[str] | None = None) -> int:
 
 # the command modules use the helpers above, so they are imported (and registered) last
 from .alerts import alerts  # noqa: E402
+from .insights import insights, report  # noqa: E402
 from .metrics import metrics  # noqa: E402
 from .queues import dlq, queues  # noqa: E402
 from .runs import runs  # noqa: E402
@@ -258,5 +260,18 @@ from .sla import sla  # noqa: E402
 from .status import status  # noqa: E402
 from .worker import check, worker  # noqa: E402
 
-for _command in (worker, check, status, runs, metrics, alerts, schedules, queues, dlq, sla):
+for _command in (
+    worker,
+    check,
+    status,
+    runs,
+    metrics,
+    alerts,
+    schedules,
+    queues,
+    dlq,
+    sla,
+    insights,
+    report,
+):
     cli.add_command(_command)

@@ -36,6 +36,8 @@ class TrendFinding:
     subject: str
     unit: str
     trend: Trend
+    #: the points the trend was fitted to (for charts); None when built by hand
+    history: Series | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class ForecastFinding:
     forecast: Forecast
     threshold: float | None = None
     crossing: Crossing | None = None
+    #: the points the forecast was fitted to (for charts); None when built by hand
+    history: Series | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ async def insights(
     queues = await queue_series(app, since, until)
     system = await system_series(app, since, until)
     trends = [
-        TrendFinding(s.name, s.subject, s.unit, t)
+        TrendFinding(s.name, s.subject, s.unit, t, s)
         for s in [*jobs, *system]
         if (t := trend(s.times, s.values, level=level)) is not None
     ]
@@ -133,7 +137,7 @@ def _forecasts(series: list[Series], ahead: float, interval: float) -> list[Fore
             crossing = time_to_threshold(
                 s.times, s.values, threshold, level=interval, horizon=ahead
             )
-        out.append(ForecastFinding(s.name, s.subject, s.unit, made, threshold, crossing))
+        out.append(ForecastFinding(s.name, s.subject, s.unit, made, threshold, crossing, s))
     return out
 
 
