@@ -72,6 +72,8 @@ def test_example_runs(script: Path) -> None:
         assert ":::upstream_failed" in done.stdout, output  # the Mermaid picture, with states
     if script.name == "insights_demo.py":
         assert "planted slowdown and under-provisioned queue found" in done.stdout, output
+        assert "report: insights-report.html" in done.stdout, output
+        assert (ROOT / "insights-report.html").read_text().startswith("<!DOCTYPE html>")
     if script.name == "quickstart.py":
         assert "results by task" in done.stdout, output
         assert "200/200 jobs finished" in done.stdout, output

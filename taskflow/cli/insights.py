@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..app import TaskFlow
 from ..insights.analysis import Insights
-from ..insights.render import crossing_text, quantity
+from ..insights.render import change_text, crossing_text, quantity
 from ..insights.report import FORMATS, Report, insight_sections
 from ..metrics.clock import metrics_now
 from . import CONTEXT, app_argument, console, log_level_option, open_app
@@ -100,7 +100,12 @@ def _print_insights(found: Insights) -> None:
     out.print(f"insights from {found.since:%Y-%m-%d %H:%M} to {found.until:%Y-%m-%d %H:%M} UTC")
     sections = insight_sections(found)
     trends = [
-        (t.series, t.subject, t.trend.direction, f"{t.trend.relative_change:+.0%}")
+        (
+            t.series,
+            t.subject,
+            t.trend.direction,
+            change_text(t.trend.start, t.trend.end, t.trend.relative_change, t.unit),
+        )
         + (f"{t.trend.p_value:.2g}",)
         for t in found.significant_trends
     ]

@@ -127,7 +127,8 @@ async def insights(
 def _forecasts(series: list[Series], ahead: float, interval: float) -> list[ForecastFinding]:
     out = []
     for s in series:
-        floor = 0.0 if s.name in ("queue_depth", "arrival_rate") else None
+        # none of these can go below zero: neither may their intervals
+        floor = 0.0 if s.name in ("queue_depth", "arrival_rate", *THRESHOLDS) else None
         made = forecast(s.times, s.values, horizon=ahead, level=interval, floor=floor)
         if made is None:
             continue

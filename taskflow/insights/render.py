@@ -86,7 +86,13 @@ def rows(report: Report, key: str) -> tuple[list[str], list[list[str]]]:
         ]
     if key == "trends":
         return ["series", "subject", "direction", "change", "p-value"], [
-            [t.series, t.subject, t.direction, f"{t.relative_change:+.0%}", f"{t.p_value:.2g}"]
+            [
+                t.series,
+                t.subject,
+                t.direction,
+                change_text(t.start, t.end, t.relative_change, t.unit),
+                f"{t.p_value:.2g}",
+            ]
             for t in report.trends.items
             if t.significant
         ]
@@ -264,3 +270,11 @@ def html_page(report: Report) -> str:
         f"<title>taskflow report: {escape(report.app)}</title><style>{_STYLE}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
+
+
+def change_text(start: float, end: float, relative: float, unit: str) -> str:
+    """A trend's change over its window: relative to its start, or, from a start of about
+    zero (a throughput that rose from nothing), as the absolute change in ``unit``."""
+    if abs(start) > 1e-9 * max(abs(end), 1e-300):
+        return f"{relative:+.0%}"
+    return f"{end - start:+.3g} {unit}"

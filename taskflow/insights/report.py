@@ -151,7 +151,12 @@ class TrendRow(BaseModel):
     direction: Literal["rising", "falling", "flat"] = Field(description="flat unless significant.")
     significant: bool = Field(description="p_value < level.")
     slope_per_s: float = Field(description="Units per second.")
-    relative_change: float = Field(description="Fitted change over the window / start value.")
+    relative_change: float = Field(
+        description="Fitted change over the window / start value (0 when the start is ~0: "
+        "then read start and end)."
+    )
+    start: float = Field(description="The fitted value at the window's start.")
+    end: float = Field(description="The fitted value at the window's end.")
     p_value: float = Field(ge=0, le=1, description="Two-sided Mann-Kendall p-value.")
     level: float = Field(description="Significance level used.")
     n: int = Field(ge=0, description="Points used.")
@@ -316,6 +321,8 @@ def insight_sections(found: Insights) -> dict[str, Any]:
             significant=f.trend.significant,
             slope_per_s=f.trend.slope,
             relative_change=f.trend.relative_change,
+            start=f.trend.start,
+            end=f.trend.end,
             p_value=f.trend.p_value,
             level=f.trend.level,
             n=f.trend.n,
