@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -191,6 +191,43 @@ class TaskFlow(Client):
             level=level,
             interval=interval,
             cores=cores,
+        )
+
+    def schedule_report(
+        self,
+        *,
+        channels: Sequence[Any],
+        every: timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        since: timedelta = timedelta(hours=24),
+        name: str = "taskflow-report",
+        queue: str | None = None,
+    ) -> Schedule:
+        """Send the report on the last ``since`` to ``channels`` (the alerts' channels:
+        email gets the HTML report, a webhook the JSON, Slack a summary) on a schedule
+        (``every`` or ``cron``), run by the workers like any schedule: for example
+        ``app.schedule_report(every=timedelta(hours=1), channels=[Email(...)])``.
+
+        :raises ConfigurationError: a channel that cannot take a report, or a bad schedule.
+        """
+        from .insights.delivery import check_channels, send_report
+
+        check_channels(channels)
+        chosen = list(channels)
+
+        async def send(since_seconds: float) -> list[str]:
+            report = await self.report(since=timedelta(seconds=since_seconds))
+            return await send_report(report, chosen)
+
+        task = self.task(name=f"{name}.send", queue=queue)(send)
+        return self.schedule(
+            task,
+            every=every,
+            cron=cron,
+            tz=tz,
+            args=(since.total_seconds(),),
+            name=name,
         )
 
     @property

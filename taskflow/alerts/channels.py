@@ -145,7 +145,10 @@ class Webhook(BaseModel):
         return f"webhook {parts.scheme}://{parts.hostname}"  # never the path: it may hold a token
 
     async def send(self, event: AlertEvent) -> None:
-        body = orjson.dumps(event.model_dump())
+        await self.post(orjson.dumps(event.model_dump()))
+
+    async def post(self, body: bytes) -> None:
+        """POST ``body`` (JSON), signed as :meth:`send` signs an event."""
         headers = {"Content-Type": "application/json", **self.headers}
         if self.secret is not None:
             stamp = str(int(time.time()))
@@ -189,6 +192,10 @@ class Slack(BaseModel):
                 }
             ],
         }
+        await self.post(payload)
+
+    async def post(self, payload: dict[str, Any]) -> None:
+        """POST a Slack message payload to the webhook."""
         await _post(
             self.url.get_secret_value(),
             orjson.dumps(payload),
@@ -217,15 +224,24 @@ class Email(BaseModel):
         return f"email {self.host}:{self.port}"
 
     async def send(self, event: AlertEvent) -> None:
-        message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = ", ".join(self.to)
-        message["Subject"] = f"[{event.severity.upper()}] {event.rule} {event.state}"
+        message = self.message(f"[{event.severity.upper()}] {event.rule} {event.state}")
         message.set_content(
             f"{event.message}\n\nrule: {event.rule}\nseverity: {event.severity}\n"
             f"state: {event.state}\nvalue: {event.value}\nthreshold: {event.threshold:g}\n"
             f"since: {event.started_at}\nalert id: {event.alert_id}\n"
         )
+        await self.deliver(message)
+
+    def message(self, subject: str) -> EmailMessage:
+        """A message from ``sender`` to ``to`` with ``subject``, to fill and deliver."""
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = ", ".join(self.to)
+        message["Subject"] = subject
+        return message
+
+    async def deliver(self, message: EmailMessage) -> None:
+        """Send ``message`` through the SMTP server."""
         import aiosmtplib  # imported when first used: most workers never send email
 
         await aiosmtplib.send(
