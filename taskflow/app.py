@@ -23,6 +23,7 @@ from .metrics.custom import CustomMetricsFlusher, registry_of
 from .metrics.summary import SummaryLogger
 from .monitor import Monitor, MonitorService
 from .probes import Probe, ProbeRunner, Probes
+from .runs import RunHandle
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
 from .slas import Slas, SlaTarget
 from .task import Task
@@ -148,6 +149,7 @@ class TaskFlow(Client):
         level: float = 0.05,
         interval: float = 0.8,
         cores: int | None = None,
+        runs: Iterable[RunHandle] = (),
     ) -> Insights:
         """Trends, bottlenecks, forecasts and per-queue advice from the stored metrics (the
         ``insights`` extra: numpy, scipy, statsmodels). See :mod:`taskflow.insights`."""
@@ -162,6 +164,7 @@ class TaskFlow(Client):
             level=level,
             interval=interval,
             cores=cores,
+            runs=runs,
         )
 
     async def report(

@@ -91,3 +91,40 @@ async def test_a_task_dominating_the_critical_paths_is_a_slow_dependency() -> No
 
     [found] = _slow_dependencies([path(9.0), path(4.0)])
     assert found.subject == "task:render" and found.evidence["critical_path_share"] > 0.8
+
+
+async def test_timeouts_and_a_slow_dependency_of_graph_runs_are_named(
+    named_app: Callable[..., taskflow.TaskFlow],
+) -> None:
+    app = named_app(worker=fast_worker())
+
+    @app.task(timeout=0.05, retries=0)
+    async def stalls() -> None:
+        await anyio.sleep(5)
+
+    @app.task
+    async def fetch() -> int:
+        await anyio.sleep(0.02)
+        return 1
+
+    @app.task
+    async def render(value: int) -> int:
+        await anyio.sleep(0.3)  # most of every run's critical path
+        return value
+
+    async with app, app.worker():
+        with pytest.raises(taskflow.TaskFailed):
+            await (await stalls.enqueue()).result(timeout=10)
+        runs = []
+        for i in range(2):
+            graph = app.graph(f"page-{i}")
+            graph.add(render, graph.add(fetch, name="fetch"), name="render")
+            runs.append(await graph.submit())
+        for run in runs:
+            await run.wait(timeout=10)
+        found = await app.insights(since=timedelta(hours=1), runs=runs)
+    kinds = {(b.kind, b.subject): b for b in found.bottlenecks}
+    timeouts = kinds["timeouts", f"task:{stalls.name}"]
+    assert timeouts.evidence["failed_on_timeout"] >= 1
+    slow = kinds["slow_dependency", f"task:{render.name}"]
+    assert slow.evidence["critical_path_share"] > 0.8 and slow.evidence["runs"] == 2

@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .._critical_path import CriticalPath
+from ..errors import RunNotFound
 from ..metrics import Metrics
 from .bottlenecks import Bottleneck, bottlenecks
 from .series import Series, job_series, queue_series, system_series
 from .stats import Advice, Crossing, Forecast, Trend, advise, forecast, time_to_threshold, trend
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .._client import Client
+    from ..runs import RunHandle
 
 __all__ = ("AdviceFinding", "ForecastFinding", "Insights", "TrendFinding", "insights")
 
@@ -93,11 +98,13 @@ async def insights(
     level: float = 0.05,
     interval: float = 0.8,
     cores: int | None = None,
+    runs: Iterable[RunHandle] = (),
 ) -> Insights:
     """Trends (significant at ``level``), bottlenecks, forecasts ``horizon`` ahead (default:
     a quarter of the window) with ``interval`` prediction intervals, and per-queue advice
     to meet ``target_wait`` (mean queue wait) with ``cores`` per worker host (default:
-    this machine's)."""
+    this machine's). Given graph ``runs``, a task that dominates their critical paths is
+    reported as a slow dependency (runs whose keys expired are passed over)."""
     if since <= timedelta(0):
         raise ValueError(f"since must be a positive duration, got {since}")
     jobs = await job_series(app, since, until, names=TREND_SERIES)
@@ -116,12 +123,22 @@ async def insights(
         since=summary.since,
         until=summary.until,
         trends=trends,
-        bottlenecks=await bottlenecks(app, since, until),
+        bottlenecks=await bottlenecks(app, since, until, paths=await _paths(runs)),
         forecasts=forecasts,
         advice=advice,
     )
     _explain(found, summary.count)
     return found
+
+
+async def _paths(runs: Iterable[RunHandle]) -> list[CriticalPath]:
+    paths = []
+    for run in runs:
+        try:
+            paths.append(await run.critical_path())
+        except RunNotFound:
+            continue
+    return paths
 
 
 def _forecasts(series: list[Series], ahead: float, interval: float) -> list[ForecastFinding]:

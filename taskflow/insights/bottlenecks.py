@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .._clock import ms_to_datetime
 from .._critical_path import CriticalPath, slowest_dependencies
+from ..dead_letters import DeadLetters
 from ..metrics import Metrics, MetricsSummary
+from ..metrics.clock import wall_ms
+from ..metrics.query import _window
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -36,7 +40,8 @@ class Bottleneck:
     """One finding: its ``kind``, what it is about (``task:<name>``, ``queue:<name>``), the
     figures it rests on, what to do and what doing it should change."""
 
-    kind: str  #: queue_wait, cpu_bound, memory_growth, failures, retries, slow_dependency
+    #: queue_wait, cpu_bound, memory_growth, failures, retries, timeouts, slow_dependency
+    kind: str
     subject: str
     evidence: dict[str, float] = field(default_factory=dict)
     recommendation: str = ""
@@ -61,8 +66,36 @@ async def bottlenecks(
     found += [b for s in by_task if (b := _cpu_bound(s, lag)) is not None]
     found += [b for s in by_task if (b := _memory_growth(s)) is not None]
     found += [b for s in by_task for b in _failures(s)]
+    found += await _timeouts(app, since, until)
     found += _slow_dependencies(list(paths))
     return found
+
+
+async def _timeouts(
+    app: Client, since: timedelta | datetime, until: datetime | None
+) -> list[Bottleneck]:
+    """Tasks whose jobs failed for good on their timeout in the window (from the error
+    groups: counted since the group was first seen)."""
+    settings = app.settings.metrics
+    start, _ = _window(since, until, settings)
+    start_wall = ms_to_datetime(wall_ms(settings, start))  # error groups keep wall times
+    out = []
+    for group in await DeadLetters(app).errors():
+        if "TimeoutError" not in group.error_type or group.last_seen < start_wall:
+            continue
+        out.append(
+            Bottleneck(
+                "timeouts",
+                f"task:{group.task}",
+                {"failed_on_timeout": float(group.count)},
+                f"{group.task} jobs failed for good on their timeout ({group.count} since "
+                f"{group.first_seen:%Y-%m-%d %H:%M} UTC): raise its timeout if the work is "
+                "legitimately long, or find what it waits on (a slow dependency, a body "
+                "blocking the event loop)",
+                "fewer dead letters; if the body blocks the loop, other jobs stop waiting too",
+            )
+        )
+    return out
 
 
 async def _worst_lag(
