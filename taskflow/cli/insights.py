@@ -119,7 +119,6 @@ def _print_insights(found: Insights) -> None:
     advice = [
         (a.queue, f"{a.concurrency} x {a.processes}")
         + (f"{quantity(a.predicted_wait, 's')} (target {quantity(a.target_wait, 's')})",)
-        + ("; ".join(a.assumptions),)
         for a in sections["advice"].items
     ]
     tables = {
@@ -132,9 +131,7 @@ def _print_insights(found: Insights) -> None:
             ("series", "subject", "horizon", "point", "interval", "crossing"),
             forecasts,
         ),
-        "advice": _table(
-            "advice", ("queue", "concurrency x processes", "predicted wait", "assumptions"), advice
-        ),
+        "advice": _table("advice", ("queue", "concurrency x processes", "predicted wait"), advice),
     }
     for name, table in tables.items():
         if table.row_count:
@@ -142,6 +139,10 @@ def _print_insights(found: Insights) -> None:
         else:
             why = found.reasons.get(name) or "no series has a significant trend"
             out.print(f"{table.title}: none ({escape(why)})")
+    for a in sections["advice"].items:  # one per line: a table column would be one long line
+        out.print(f"assumptions behind the advice for {escape(a.queue)}:")
+        for line in a.assumptions:
+            out.print(f"  - {escape(line)}", soft_wrap=False)
 
 
 @click.command(context_settings=CONTEXT, short_help="Trends, bottlenecks, forecasts and advice.")
