@@ -29,6 +29,7 @@ __all__ = ("AdviceFinding", "ForecastFinding", "Insights", "TrendFinding", "insi
 
 #: the job series whose trends are reported (the rest feed bottlenecks and advice)
 TREND_SERIES = ("run_time_p95", "wait_p95", "throughput", "failure_rate")
+DAY = 86_400.0  #: the season forecasts look for, in seconds
 #: system series and the level a forecast is asked when it would reach
 THRESHOLDS = {"system_cpu": 90.0, "system_memory": 90.0}
 
@@ -108,6 +109,7 @@ async def insights(
     if since <= timedelta(0):
         raise ValueError(f"since must be a positive duration, got {since}")
     jobs = await job_series(app, since, until, names=TREND_SERIES)
+    jobs += await job_series(app, since, until, by="queue", names=TREND_SERIES)
     queues = await queue_series(app, since, until)
     system = await system_series(app, since, until)
     trends = [
@@ -146,14 +148,15 @@ def _forecasts(series: list[Series], ahead: float, interval: float) -> list[Fore
     for s in series:
         # none of these can go below zero: neither may their intervals
         floor = 0.0 if s.name in ("queue_depth", "arrival_rate", *THRESHOLDS) else None
-        made = forecast(s.times, s.values, horizon=ahead, level=interval, floor=floor)
+        # a daily season is used once two days of history exist (forecast() checks)
+        made = forecast(s.times, s.values, horizon=ahead, level=interval, floor=floor, season=DAY)
         if made is None:
             continue
         threshold = THRESHOLDS.get(s.name)
         crossing = None
         if threshold is not None:
             crossing = time_to_threshold(
-                s.times, s.values, threshold, level=interval, horizon=ahead
+                s.times, s.values, threshold, level=interval, horizon=ahead, season=DAY
             )
         out.append(ForecastFinding(s.name, s.subject, s.unit, made, threshold, crossing, s))
     return out
