@@ -177,10 +177,12 @@ class TaskFlow(Client):
         level: float = 0.05,
         interval: float = 0.8,
         cores: int | None = None,
+        runs: Iterable[RunHandle] = (),
     ) -> Report:
         """A report on the last ``since``: summary, SLAs, the insights (options as for
-        :meth:`insights`), alerts fired and top failures; render it with ``to_json()``,
-        ``to_markdown()`` or ``to_html()``. See :mod:`taskflow.insights.report`."""
+        :meth:`insights`; graph ``runs`` name slow dependencies), alerts fired and top
+        failures; render it with ``to_json()``, ``to_markdown()`` or ``to_html()``. See
+        :mod:`taskflow.insights.report`."""
         from .insights.report import build_report
 
         return await build_report(
@@ -194,6 +196,7 @@ class TaskFlow(Client):
             level=level,
             interval=interval,
             cores=cores,
+            runs=runs,
         )
 
     def schedule_report(
