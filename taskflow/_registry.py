@@ -118,11 +118,8 @@ async def read_events(redis: Redis, app: keys.AppKeys, since_ms: int) -> list[di
     entries = await redis.xrange(app.monitor_events, min=f"{since_ms}-0", max="+")
     events: list[dict[str, Any]] = []
     for _, fields_ in entries:
-        try:
-            event = orjson.loads(fields_[b"e"])
-        except (KeyError, orjson.JSONDecodeError):
-            continue  # not written by taskflow
-        if isinstance(event, dict):
+        event = parse_json(fields_.get(b"e"))  # None: not written by taskflow
+        if event is not None:
             events.append(event)
     return events
 

@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import ms_to_datetime, now_ms
 from ._options import duration_option
+from ._registry import parse_json
 from .errors import ConfigurationError, redis_errors
 from .metrics.custom import GaugeMetric, HistogramMetric, MetricKind, registry_of
 
@@ -184,7 +185,8 @@ class Probes:
         async with self.app.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.app.keys.probes)
             [stored] = await pipe.execute()
-        records = {k.decode(): orjson.loads(v) for k, v in stored.items()}
+        # a record that is not a JSON object (not written by taskflow) reads as no result
+        records = {k.decode(): r for k, v in stored.items() if (r := parse_json(v)) is not None}
         now = now_ms()
         out = []
         for name in sorted(set(records) | set(self._probes)):
@@ -230,8 +232,8 @@ class Probes:
         async with app.redis.pipeline(transaction=False) as pipe:
             pipe.hget(app.keys.probes, probe.name)
             [previous] = await pipe.execute()
-        before = orjson.loads(previous) if previous else None
-        changed = before is None or bool(before["up"]) != result.up
+        before = parse_json(previous)
+        changed = before is None or bool(before.get("up")) != result.up
         record = {
             "probe": probe.name,
             "up": result.up,
@@ -241,8 +243,8 @@ class Probes:
             "detail": result.detail,
             "worker": result.worker,
             "every_ms": int(probe.every.total_seconds() * 1000),
-            "since": at if changed or before is None else int(before["since"]),
-            "failures": 0 if result.up else (0 if before is None else before["failures"]) + 1,
+            "since": at if changed or before is None else int(before.get("since") or at),
+            "failures": 0 if result.up else int((before or {}).get("failures") or 0) + 1,
         }
         encoded = orjson.dumps(record).decode()
         ttl = int(max(RETENTION, probe.every * HISTORY).total_seconds() * 1000)

@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-import orjson
-
 from .._clock import ms_to_datetime, now_ms
 from .._protocol import keys
-from .._registry import WorkerInfo, blocked_wills, live_workers, overdue, read_events
+from .._registry import (
+    WorkerInfo,
+    blocked_wills,
+    live_workers,
+    loads_or_none,
+    overdue,
+    read_events,
+)
 from ..errors import redis_errors
 from ..metrics import Metrics
 
@@ -295,10 +300,7 @@ def _task_of(start: bytes) -> str:
     match = _TASK_FIELD.search(start)
     if match is None:
         return ""
-    try:
-        task = orjson.loads(match.group(1))
-    except orjson.JSONDecodeError:
-        return ""
+    task = loads_or_none(match.group(1))
     return task if isinstance(task, str) else ""
 
 
