@@ -10,20 +10,20 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from redis.exceptions import RedisError
+from typing_extensions import Unpack
 
 from ._client import Client
 from ._worker import Service, Worker
 from .alerts import AlertEvaluator, AlertManager
 from .config import WorkerSettings, build
 from .connection import CONNECTION_ERRORS
-from .insights.analysis import Insights
+from .insights.analysis import InsightOptions, Insights
 from .insights.report import Report
 from .metrics import Metrics, MetricsRecorder, SystemCollector
 from .metrics.custom import CustomMetricsFlusher, registry_of
 from .metrics.summary import SummaryLogger
 from .monitor import Monitor, MonitorService
 from .probes import Probe, ProbeRunner, Probes
-from .runs import RunHandle
 from .schedules import Misfire, Schedule, Schedules, ScheduleTicker, build_schedule
 from .slas import Slas, SlaTarget
 from .task import Task
@@ -140,44 +140,18 @@ class TaskFlow(Client):
         )
 
     async def insights(
-        self,
-        since: timedelta = timedelta(hours=24),
-        *,
-        until: datetime | None = None,
-        target_wait: timedelta = timedelta(seconds=5),
-        horizon: timedelta | None = None,
-        level: float = 0.05,
-        interval: float = 0.8,
-        cores: int | None = None,
-        runs: Iterable[RunHandle] = (),
+        self, since: timedelta = timedelta(hours=24), **options: Unpack[InsightOptions]
     ) -> Insights:
         """Trends, bottlenecks, forecasts and per-queue advice from the stored metrics (the
-        ``insights`` extra: numpy, scipy, statsmodels). See :mod:`taskflow.insights`."""
+        ``insights`` extra: numpy, scipy, statsmodels); the options (``until``,
+        ``target_wait``, ``horizon``, ``level``, ``interval``, ``cores``, ``runs``) are
+        :func:`taskflow.insights.analysis.insights`'s."""
         from .insights.analysis import insights
 
-        return await insights(
-            self,
-            since,
-            until=until,
-            target_wait=target_wait,
-            horizon=horizon,
-            level=level,
-            interval=interval,
-            cores=cores,
-            runs=runs,
-        )
+        return await insights(self, since, **options)
 
     async def report(
-        self,
-        since: timedelta = timedelta(hours=24),
-        *,
-        until: datetime | None = None,
-        target_wait: timedelta = timedelta(seconds=5),
-        horizon: timedelta | None = None,
-        level: float = 0.05,
-        interval: float = 0.8,
-        cores: int | None = None,
-        runs: Iterable[RunHandle] = (),
+        self, since: timedelta = timedelta(hours=24), **options: Unpack[InsightOptions]
     ) -> Report:
         """A report on the last ``since``: summary, SLAs, the insights (options as for
         :meth:`insights`; graph ``runs`` name slow dependencies), alerts fired and top
@@ -185,19 +159,7 @@ class TaskFlow(Client):
         :mod:`taskflow.insights.report`."""
         from .insights.report import build_report
 
-        return await build_report(
-            self,
-            since,
-            until=until,
-            slas=self.slas,
-            alerts=self.alerts,
-            target_wait=target_wait,
-            horizon=horizon,
-            level=level,
-            interval=interval,
-            cores=cores,
-            runs=runs,
-        )
+        return await build_report(self, since, slas=self.slas, alerts=self.alerts, **options)
 
     def schedule_report(
         self,

@@ -8,24 +8,30 @@ section left empty says why in :attr:`Insights.reasons`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from .._critical_path import CriticalPath
 from ..errors import RunNotFound
 from ..metrics import Metrics
+from ..runs import RunHandle
 from .bottlenecks import Bottleneck, bottlenecks
 from .series import Series, job_series, queue_series, system_series
 from .stats import Advice, Crossing, Forecast, Trend, advise, forecast, time_to_threshold, trend
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from .._client import Client
-    from ..runs import RunHandle
 
-__all__ = ("AdviceFinding", "ForecastFinding", "Insights", "TrendFinding", "insights")
+__all__ = (
+    "AdviceFinding",
+    "ForecastFinding",
+    "InsightOptions",
+    "Insights",
+    "TrendFinding",
+    "insights",
+)
 
 #: the job series whose trends are reported (the rest feed bottlenecks and advice)
 TREND_SERIES = ("run_time_p95", "wait_p95", "throughput", "failure_rate")
@@ -69,6 +75,18 @@ class AdviceFinding:
     service_time: float  #: mean run time, seconds
     cpu_share: float  #: CPU seconds per second of run time
     advice: Advice
+
+
+class InsightOptions(TypedDict, total=False):
+    """The options of :func:`insights`, also taken by ``app.insights`` and ``app.report``."""
+
+    until: datetime | None
+    target_wait: timedelta
+    horizon: timedelta | None
+    level: float
+    interval: float
+    cores: int | None
+    runs: Iterable[RunHandle]
 
 
 @dataclass(frozen=True, slots=True)
